@@ -1,0 +1,32 @@
+"""``python -m domainclip [overrides]``: a thin Hydra entry point around :func:`domainclip.run.run`."""
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from domainclip.paths import config_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from domainclip.errors import DomainClipError
+    from domainclip.run import run
+
+    try:
+        run(cfg)
+    except DomainClipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console-script entry point (``domainclip ...``)."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Datasets over card records: read -> domain intensities -> tower tensor."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from domainclip.cards.manifest import Record
+from domainclip.readers import read
+from domainclip.transforms.pipeline import DomainOptions, Preprocess, to_tensor, to_unit_range
+
+
+class ImageDataset(Dataset):
+    """Yields ``{"pixels", "label", "index"}`` for each record; ``label`` is multi-hot when
+    ``multi_label`` is set, else the class index."""
+
+    def __init__(self, records: list[Record], reader: str, reader_options: dict, domain: DomainOptions,
+                 preprocess: Preprocess, num_classes: int, multi_label: bool = False):
+        self.records = records
+        self.reader, self.reader_options = reader, dict(reader_options)
+        self.domain, self.preprocess = domain, preprocess
+        self.num_classes, self.multi_label = num_classes, multi_label
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> torch.Tensor:
+        """The normalised (C, S, S) tensor of record ``i``."""
+        rec = self.records[i]
+        arr, meta = read(rec.path, reader=self.reader, **self.reader_options)
+        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess)
+
+    def target(self, i: int) -> torch.Tensor:
+        labels = self.records[i].labels
+        if self.multi_label:
+            t = torch.zeros(self.num_classes)
+            t[list(labels)] = 1.0
+            return t
+        return torch.tensor(labels[0])
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pixels": self.load(i), "label": self.target(i), "index": torch.tensor(i)}
+
+
+class FeatureDataset(Dataset):
+    """Precomputed image-backbone features with labels (for frozen image towers)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "label": self.labels[i], "index": torch.tensor(i)}

@@ -1,0 +1,58 @@
+"""Image-feature cache for frozen image backbones, keyed by tower, card and transform."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+
+from domainclip.data.dataset import FeatureDataset, ImageDataset
+
+
+def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str:
+    """Digest of everything that determines the features of ``dataset``."""
+    spec = {
+        "tower": tower_digest,
+        "card": card_digest,
+        "reader": dataset.reader,
+        "reader_options": dataset.reader_options,
+        "domain": repr(dataset.domain),
+        "preprocess": repr(dataset.preprocess),
+        "files": [str(r.path) for r in dataset.records],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@torch.inference_mode()
+def compute_features(tower, dataset: ImageDataset, batch_size: int = 64, num_workers: int = 0) -> FeatureDataset:
+    """Run the (frozen) image backbone once over ``dataset``."""
+    was_training = tower.training
+    tower.eval()
+    feats, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    for batch in loader:
+        feats.append(tower.image_features(batch["pixels"]).float())
+        labels.append(batch["label"])
+    tower.train(was_training)
+    return FeatureDataset(torch.cat(feats), torch.cat(labels))
+
+
+def cached_features(tower, dataset: ImageDataset, cache_dir: Path | None, key: str, **kwargs) -> tuple[FeatureDataset, bool]:
+    """Features from ``cache_dir/<key>.safetensors`` if present, else computed and stored.
+
+    Returns the dataset and whether the cache was hit.
+    """
+    path = Path(cache_dir) / f"{key}.safetensors" if cache_dir else None
+    if path is not None and path.is_file():
+        t = load_file(path)
+        return FeatureDataset(t["features"], t["labels"]), True
+    ds = compute_features(tower, dataset, **kwargs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": ds.features.contiguous(), "labels": ds.labels.contiguous()}, str(tmp))
+        tmp.replace(path)
+    return ds, False

@@ -1,0 +1,57 @@
+"""Shared helpers for the synthetic demo datasets: cache layout, manifests, README."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+DEMO_VERSION = 1
+MARKER = ".domainclip-demo.json"
+
+
+def disks(shape: tuple[int, int], centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Float mask (H, W) of the union of disks, with a 1-pixel soft edge."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    mask = np.zeros(shape, np.float32)
+    for (cy, cx), r in zip(centres, radii):
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        mask = np.maximum(mask, np.clip(r + 0.5 - d, 0.0, 1.0))
+    return mask
+
+
+def write_manifest(root: Path, rows: list[dict]) -> None:
+    """Write ``manifest.csv`` with the rows' keys as columns."""
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_readme(root: Path, title: str, body: str) -> None:
+    """Every demo folder says plainly that it is synthetic."""
+    (root / "README.md").write_text(
+        f"# {title} (SYNTHETIC DEMO DATA)\n\nGenerated deterministically by domainclip for offline demos "
+        f"and tests. These are not real patient or satellite images and carry no real identities.\n\n{body}\n"
+    )
+
+
+def ensure_generated(root: Path, name: str, seed: int, generate: Callable[[Path, int], None]) -> Path:
+    """Generate the demo into ``root`` unless a complete copy of this version and seed is there."""
+    marker = root / MARKER
+    want = {"name": name, "version": DEMO_VERSION, "seed": seed}
+    if marker.is_file() and json.loads(marker.read_text()) == want:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    tmp = root.with_name(root.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    generate(tmp, seed)
+    (tmp / MARKER).write_text(json.dumps(want))
+    tmp.rename(root)
+    return root

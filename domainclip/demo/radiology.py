@@ -1,0 +1,97 @@
+"""Synthetic CT slices written as real DICOM files (HU via RescaleSlope/Intercept)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from domainclip.demo.common import disks, write_manifest, write_readme
+
+CLASSES = ("normal", "nodule", "consolidation", "effusion")
+SIZE = 128
+PATIENTS = 24
+SLICES = 10
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _ellipse(cy, cx, ry, rx) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def _anatomy(rng) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A patient's body and two lungs (shared by all of that patient's slices)."""
+    body = (SIZE / 2 + rng.uniform(-3, 3), SIZE / 2, rng.uniform(40, 48), rng.uniform(54, 60))
+    lungs = [(body[0] - 2, body[1] + side * body[3] * 0.45, body[2] * 0.72, body[3] * 0.36) for side in (-1, 1)]
+    return body, lungs
+
+
+def _slice_hu(rng, body, lungs, label: str) -> np.ndarray:
+    hu = np.full((SIZE, SIZE), -1000.0, np.float32)
+    hu[_ellipse(*body)] = 40.0
+    masks = [_ellipse(*lung) for lung in lungs]
+    for m in masks:
+        hu[m] = -850.0
+    vessels = disks((SIZE, SIZE), rng.uniform(20, SIZE - 20, (25, 2)), rng.uniform(0.6, 1.4, 25))
+    lung_any = masks[0] | masks[1]
+    hu = np.where(lung_any, hu + vessels * 800.0, hu)
+    side = rng.integers(0, 2)
+    cy, cx, ry, rx = lungs[side]
+    if label == "nodule":
+        c = np.array([[cy + rng.uniform(-0.4, 0.4) * ry, cx + rng.uniform(-0.4, 0.4) * rx]])
+        hu = np.where(masks[side], np.maximum(hu, -850 + disks((SIZE, SIZE), c, [rng.uniform(5, 8)]) * 880), hu)
+    elif label == "consolidation":
+        patch = ndimage.gaussian_filter(rng.normal(0, 1, (SIZE, SIZE)), 6) > 0.02
+        region = masks[side] & patch & _ellipse(cy + ry * 0.3, cx, ry * 0.8, rx)
+        hu[region] = rng.uniform(-100, 20)
+    elif label == "effusion":
+        yy = np.mgrid[:SIZE, :SIZE][0]
+        hu[masks[side] & (yy > cy + ry * rng.uniform(0.1, 0.35))] = 10.0
+    return hu + rng.normal(0, 15, hu.shape).astype(np.float32)
+
+
+def _write_dicom(path: Path, hu: np.ndarray, patient: str, study_uid: str, series_uid: str, z: int, rng) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_uid = generate_uid(entropy_srcs=[series_uid, str(z)])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CT_IMAGE_STORAGE, sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE_STORAGE, sop_uid
+    ds.Modality, ds.PatientID, ds.PatientName = "CT", patient, f"DEMO^{patient}"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.BodyPartExamined, ds.InstanceNumber = "CHEST", z + 1
+    ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 5.0
+    ds.ImagePositionPatient = [0.0, 0.0, float(z) * 5.0]
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, -1024, "HU"
+    ds.WindowCenter, ds.WindowWidth = -600, 1500
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = np.clip(np.round(hu + 1024), -32768, 32767).astype("<i2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def generate(root: Path, seed: int) -> None:
+    """Write ``dicom/<patient>/<slice>.dcm`` plus ``manifest.csv`` (path, label, patient_id)."""
+    from pydicom.uid import generate_uid
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(PATIENTS):
+        patient = f"DEMO{p:03d}"
+        (root / "dicom" / patient).mkdir(parents=True)
+        study, series = generate_uid(entropy_srcs=[patient, "study"]), generate_uid(entropy_srcs=[patient, "series"])
+        body, lungs = _anatomy(rng)
+        for z in range(SLICES):
+            label = CLASSES[(z + p) % len(CLASSES)]
+            rel = f"dicom/{patient}/{z:03d}.dcm"
+            _write_dicom(root / rel, _slice_hu(rng, body, lungs, label), patient, study, series, z, rng)
+            rows.append({"path": rel, "label": label, "patient_id": patient})
+    write_manifest(root, rows)
+    write_readme(root, "Demo chest CT", f"{len(rows)} single-slice CT DICOM files ({SIZE} px, HU = stored - 1024) "
+                 f"for {PATIENTS} synthetic patients, classes {', '.join(CLASSES)}; split at patient level.")

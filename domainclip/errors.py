@@ -1,0 +1,27 @@
+"""Exceptions that carry a message meant for the user, not a traceback."""
+from __future__ import annotations
+
+
+class DomainClipError(Exception):
+    """Base class: a user-facing problem. The CLI prints the message alone."""
+
+
+class ConfigError(DomainClipError):
+    """A config key has a value that is not allowed."""
+
+
+class CardError(DomainClipError):
+    """A data card is invalid; the message names the file and field."""
+
+
+class ReadError(DomainClipError):
+    """A data file could not be read; the message names the path, the stage and the fix."""
+
+    def __init__(self, path, stage: str, reason: str, fix: str = ""):
+        self.path, self.stage, self.reason, self.fix = str(path), stage, reason, fix
+        msg = f"cannot read {path} ({stage}): {reason}"
+        super().__init__(msg + (f". Fix: {fix}" if fix else ""))
+
+
+class BundleError(DomainClipError):
+    """An export bundle is incomplete, tampered with or unsafe."""

@@ -1,0 +1,101 @@
+"""``load_bundle``: a predictor from an export bundle, with no training code path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from domainclip.errors import BundleError
+from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, sha256_file
+from domainclip.methods import build_method
+from domainclip.readers import read
+from domainclip.towers import build_tower
+from domainclip.transforms.pipeline import DomainOptions, Preprocess, to_tensor, to_unit_range
+
+
+def verify_sums(bundle: Path) -> None:
+    """Refuse a bundle whose files do not match SHA256SUMS (or that has unlisted files)."""
+    sums = bundle / SUMS_FILE
+    if not sums.is_file():
+        raise BundleError(f"{bundle}: {SUMS_FILE} is missing; re-export the bundle")
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.strip()] = digest
+    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() and p.name != SUMS_FILE}
+    extra = sorted(present - set(listed))
+    if extra:
+        raise BundleError(f"{bundle}: files not listed in {SUMS_FILE}: {extra}; remove them or re-export")
+    for name, digest in listed.items():
+        path = bundle / name
+        if not path.is_file():
+            raise BundleError(f"{bundle}: {name} is listed in {SUMS_FILE} but missing")
+        if sha256_file(path) != digest:
+            raise BundleError(f"{bundle}: {name} does not match its SHA-256 in {SUMS_FILE}; the file was modified")
+
+
+class Predictor:
+    """Class probabilities for images, reproducing the bundle's evaluation."""
+
+    def __init__(self, bundle: Path, meta: dict, tower, method):
+        self.bundle, self.meta, self.tower, self.method = bundle, meta, tower.eval(), method
+        self.classes: list[str] = list(meta["classes"])
+        pre = meta["preprocessing"]
+        self.preprocess = Preprocess(size=pre["size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+        self.domain = DomainOptions.from_dict(pre.get("domain"))
+        self.reader, self.reader_options, self.units = pre["reader"], pre.get("reader_options", {}), pre.get("units")
+        self.class_emb = self.embed_texts(meta["captions"]["texts"], meta["captions"]["labels"])
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: list[str], labels: list[int] | None = None) -> torch.Tensor:
+        """Normalised text embeddings; with ``labels``, the per-class prompt-ensemble means."""
+        tok = self.tower.tokenize(texts)
+        emb = F.normalize(self.tower.encode_text(tok["input_ids"], tok["attention_mask"]), dim=-1)
+        if labels is None:
+            return emb
+        out = torch.zeros(len(self.classes), emb.shape[-1]).index_add_(0, torch.tensor(labels), emb)
+        return F.normalize(out, dim=-1)
+
+    def _to_tensor(self, item) -> torch.Tensor:
+        if isinstance(item, (str, Path)):
+            arr, meta = read(item, reader=self.reader, **self.reader_options)
+        else:
+            arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
+        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess)
+
+    @torch.inference_mode()
+    def embed_images(self, images) -> torch.Tensor:
+        """Normalised image embeddings for paths, (C, H, W) arrays, or a ready (B, C, S, S) tensor."""
+        pixels = images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
+        return F.normalize(self.tower.encode_image(pixels), dim=-1)
+
+    @torch.inference_mode()
+    def predict(self, images) -> torch.Tensor:
+        """(N, K) class probabilities: softmax of the scaled cosine logits."""
+        logits = self.tower.logit_scale * self.embed_images(images) @ self.class_emb.t()
+        return (logits / float(self.meta.get("temperature", 1.0))).softmax(-1)
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Predictor:
+    """Load an export bundle into a :class:`Predictor` (checksums and base weights verified)."""
+    bundle = Path(path)
+    if not (bundle / "metadata.json").is_file():
+        raise BundleError(f"{bundle}: not a domainclip bundle (metadata.json missing)")
+    if verify:
+        verify_sums(bundle)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    tower = build_tower(meta["tower"]["config"])
+    if verify and tower.weights_digest() != meta["tower"]["weights_digest"]:
+        raise BundleError(f"{bundle}: the base tower's weights differ from those the bundle was trained on "
+                          f"(digest {meta['tower']['weights_digest'][:16]}…); load the same base weights")
+    method = build_method(meta["method"]["config"])
+    method.load(tower, bundle)
+    heads = load_file(str(bundle / HEADS_FILE))
+    with torch.no_grad():
+        for name, tensor in tower.head_state_dict().items():
+            tensor.copy_(heads[name])
+    return Predictor(bundle, meta, tower, method)

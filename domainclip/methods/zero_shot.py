@@ -1,0 +1,18 @@
+"""Zero-shot: no training; the baseline in every report."""
+from __future__ import annotations
+
+from domainclip.methods.base import METHODS, Method, freeze
+
+
+@METHODS.register("zero_shot")
+class ZeroShot(Method):
+    """Uses the tower as it is."""
+
+    name = "zero_shot"
+    trains = False
+
+    def __init__(self, **kwargs):
+        super().__init__(train_heads=False, **{k: v for k, v in kwargs.items() if k != "train_heads"})
+
+    def prepare(self, tower) -> None:
+        freeze(tower)

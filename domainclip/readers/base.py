@@ -1,0 +1,54 @@
+"""The Reader contract: ``read(path, **options) -> (float32 channel-first array, meta)``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from domainclip.errors import ReadError
+from domainclip.registry import Registry
+
+
+class ReaderFn(Protocol):
+    def __call__(self, path: Path, **options) -> tuple[np.ndarray, dict]: ...
+
+
+READERS: Registry[ReaderFn] = Registry("reader")
+
+
+def read(path: str | Path, reader: str = "image", **options) -> tuple[np.ndarray, dict]:
+    """Read ``path`` with the reader registered as ``reader``.
+
+    Returns a channel-first float32 array in the reader's natural units and a metadata dict
+    (``modality``, ``units``, spacing, ``source``...). Raises ``ReadError`` naming the file.
+    """
+    fn = READERS.get(reader)
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(path, "open", "file does not exist", "check the manifest path and the card's root")
+    try:
+        array, meta = fn(path, **options)
+    except ReadError:
+        raise
+    except TypeError as exc:
+        raise ReadError(path, "options", str(exc), f"check the options given to reader '{reader}'") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure becomes a named ReadError
+        raise ReadError(path, "decode", f"{type(exc).__name__}: {exc}") from exc
+    meta.setdefault("source", str(path))
+    return ensure_channel_first(array, path), meta
+
+
+def ensure_channel_first(array: np.ndarray, path: Path) -> np.ndarray:
+    """Validate the reader output: float32, (C, H, W), finite."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ReadError(path, "shape", f"expected a (C, H, W) image, got shape {array.shape}")
+    return array
+
+
+def register_reader(name: str) -> Callable[[ReaderFn], ReaderFn]:
+    """Register a reader function under ``name``."""
+    return READERS.register(name)

@@ -1,0 +1,42 @@
+"""A tiny name -> object registry; readers, towers, methods and losses are picked by name."""
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from domainclip.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; an unknown name raises an error that lists the known ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name``."""
+
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        """Return the object registered as ``name``."""
+        if name not in self._items:
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}"
+            )
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items

@@ -1,0 +1,88 @@
+"""The LightningModule: built from plain hyper-parameters, so a checkpoint rebuilds it."""
+from __future__ import annotations
+
+import hashlib
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from domainclip.evaluation.zero_shot import class_embeddings, image_embeddings
+from domainclip.losses import LOSSES
+from domainclip.methods import build_method
+from domainclip.towers import build_tower
+
+
+def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:
+    """Seeded draw of one of ``n`` captions for sample ``index`` in ``epoch``."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % n
+
+
+class ContrastiveTask(pl.LightningModule):
+    """Contrastive adaptation of a tower with a method and a loss.
+
+    ``captions``/``caption_labels`` are the rendered templates per class: training pairs each
+    image with one caption of its class, and zero-shot prompts average them per class.
+    """
+
+    def __init__(self, tower: dict, method: dict, loss: dict, captions: list[str], caption_labels: list[int],
+                 num_classes: int, seed: int = 0, max_epochs: int = 1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tower = build_tower(tower)
+        self.method = build_method(method)
+        self.method.prepare(self.tower)
+        self.loss_fn = LOSSES.get(loss["name"])
+        tokens = self.tower.tokenize(captions)
+        self.register_buffer("caption_ids", tokens["input_ids"], persistent=False)
+        self.register_buffer("caption_mask", tokens["attention_mask"], persistent=False)
+        self.register_buffer("caption_labels", torch.tensor(caption_labels), persistent=False)
+        self.by_class = [[i for i, c in enumerate(caption_labels) if c == k] for k in range(num_classes)]
+        self.strict_loading = False  # checkpoints hold only trained tensors
+
+    def pick_captions(self, labels: torch.Tensor, indexes: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Caption row per sample; validation passes ``epoch=0`` so its captions are fixed."""
+        seed = self.hparams.seed
+        rows = [self.by_class[int(c)][caption_choice(seed, epoch, int(i), len(self.by_class[int(c)]))]
+                for c, i in zip(labels, indexes)]
+        return torch.tensor(rows, device=self.caption_ids.device)
+
+    def text_embeddings(self, rows: torch.Tensor) -> torch.Tensor:
+        """Encode each distinct caption once, then gather per sample."""
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        emb = self.tower.encode_text(self.caption_ids[unique], self.caption_mask[unique])
+        return F.normalize(emb, dim=-1)[inverse]
+
+    def _step(self, batch: dict, epoch: int) -> torch.Tensor:
+        img = image_embeddings(self.tower, batch)
+        txt = self.text_embeddings(self.pick_captions(batch["label"], batch["index"], epoch))
+        return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["label"], logit_bias=self.tower.logit_bias)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._step(batch, self.current_epoch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
+        self.log("train/logit_scale", self.tower.logit_scale.detach(), batch_size=len(batch["label"]))
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._class_emb = class_embeddings(self.tower, self.caption_ids, self.caption_mask,
+                                           self.caption_labels, self.hparams.num_classes)
+
+    def validation_step(self, batch, batch_idx):
+        n = len(batch["label"])
+        self.log("val/loss", self._step(batch, 0), prog_bar=True, batch_size=n)
+        pred = (image_embeddings(self.tower, batch) @ self._class_emb.t()).argmax(-1)
+        self.log("val/zero_shot_top1", (pred == batch["label"]).float().mean(), prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.method.lr, weight_decay=self.method.weight_decay)
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.method.lr, total_steps=steps, pct_start=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only trainable tensors: the frozen base weights come from the tower's source."""
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

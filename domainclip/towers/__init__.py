@@ -1,0 +1,5 @@
+"""Towers, registered by name: ``two_tower`` (the embedded LiT default) and ``hf_clip``."""
+from domainclip.towers import hf_clip, two_tower  # noqa: F401 - registration side effect
+from domainclip.towers.base import TOWERS, Tower, build_tower
+
+__all__ = ["TOWERS", "Tower", "build_tower"]

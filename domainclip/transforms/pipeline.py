@@ -1,0 +1,75 @@
+"""From a reader's natural units to the tower's normalised input tensor."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from domainclip.transforms.intensity import (
+    apply_window,
+    bands_to_rgb,
+    fixed_scale,
+    percentile_scale,
+    to_three_channels,
+)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What a tower expects: square size, per-channel mean and std on 0..1 input."""
+
+    size: int = 224
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    channels: int = 3
+
+
+@dataclass(frozen=True)
+class DomainOptions:
+    """Card-level intensity options applied after reading (plain data from the card)."""
+
+    default_window: tuple[float, float] = (40.0, 400.0)
+    scale: str = "percentile"  # percentile | fixed
+    scale_range: tuple[float, float] = (2.0, 98.0)
+    bands_to_rgb: list | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DomainOptions":
+        d = dict(d or {})
+        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
+        for key in ("default_window", "scale_range"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known, extra=d)
+
+
+def to_unit_range(arr: np.ndarray, meta: dict, opts: DomainOptions) -> np.ndarray:
+    """Map reader output to 0..1 according to its units, then to three channels."""
+    units = meta.get("units")
+    if units == "unit":
+        out = arr
+    elif units == "rgb255":
+        out = arr / 255.0
+    elif units == "HU":
+        out = apply_window(arr, *opts.default_window)
+    else:  # reflectance, raw: stretch per channel on valid pixels
+        valid = meta.get("valid")
+        if opts.scale == "fixed":
+            out = fixed_scale(arr, *opts.scale_range, valid=valid)
+        else:
+            out = percentile_scale(arr, valid, *opts.scale_range)
+    out = bands_to_rgb(out, meta.get("bands", []), opts.bands_to_rgb)
+    return to_three_channels(out.astype(np.float32, copy=False))
+
+
+def to_tensor(arr01: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """Resize (antialiased bilinear) to the tower's size and normalise; returns (C, S, S)."""
+    x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
+    if x.shape[-2:] != (pre.size, pre.size):
+        x = F.interpolate(x, size=(pre.size, pre.size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std, dtype=x.dtype).view(1, -1, 1, 1)
+    return ((x - mean) / std)[0]
