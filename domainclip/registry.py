@@ -30,7 +30,7 @@ class Registry(Generic[T]):
         """Return the object registered as ``name``."""
         if name not in self._items:
             raise ConfigError(
-                f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} '{name}'; allowed values: {', '.join(self.names())}"
             )
         return self._items[name]
 

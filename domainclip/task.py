@@ -30,10 +30,10 @@ class ContrastiveTask(pl.LightningModule):
                  num_classes: int, seed: int = 0, max_epochs: int = 1):
         super().__init__()
         self.save_hyperparameters()
-        self.tower = build_tower(tower)
+        self.loss_fn = LOSSES.get(loss["name"])  # validate names before loading any weights
         self.method = build_method(method)
+        self.tower = build_tower(tower)
         self.method.prepare(self.tower)
-        self.loss_fn = LOSSES.get(loss["name"])
         tokens = self.tower.tokenize(captions)
         self.register_buffer("caption_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("caption_mask", tokens["attention_mask"], persistent=False)

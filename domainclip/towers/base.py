@@ -53,6 +53,16 @@ class Tower(nn.Module):
         """Exponentiated temperature, clamped at 100 as in CLIP."""
         return self.log_logit_scale.exp().clamp(max=100.0)
 
+    def train(self, mode: bool = True) -> "Tower":
+        """Like ``nn.Module.train``, but normalisation layers whose weights are frozen stay in
+        eval mode, so a frozen backbone's running statistics never drift."""
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+        return self
+
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

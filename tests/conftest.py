@@ -1,0 +1,58 @@
+"""Shared fixtures: offline env, one demo cache per session, config composition, tiny towers."""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from domainclip.paths import config_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    cache = os.environ.get("DOMAINCLIP_TEST_CACHE") or str(tmp_path_factory.mktemp("domainclip-cache"))
+    os.environ["DOMAINCLIP_CACHE"] = cache
+    return Path(cache)
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Compose the real Hydra config with overrides, with ``run_dir`` under tmp_path."""
+
+    def _make(*overrides: str):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose("config", overrides=[f"run_dir={tmp_path / 'run'}", *overrides])
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A 2-layer CLIPModel built from a config and saved, with the MiniLM (BERT) tokenizer."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    from domainclip.towers.two_tower import minilm_path
+
+    out = tmp_path_factory.mktemp("tiny-clip")
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=tok.sep_token_id,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

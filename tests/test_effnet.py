@@ -1,0 +1,37 @@
+"""The EfficientNet-Lite0 module loads the packaged ImageNet weights and really works."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from domainclip.towers.effnet_lite import Conv2dSame, LITE_MEAN, LITE_STD, load_efficientnet_lite0, packaged_weights_path
+from domainclip.transforms.pipeline import Preprocess, to_tensor
+
+
+def test_state_dict_loads_strictly():
+    model = load_efficientnet_lite0()
+    state = torch.load(packaged_weights_path(), weights_only=True)
+    assert set(model.state_dict()) == set(state)
+    assert model._bn0.eps == 1e-3
+
+
+def test_cat_photo_top5_is_a_cat():
+    from skimage.data import chelsea
+
+    model = load_efficientnet_lite0()
+    x = to_tensor(chelsea().transpose(2, 0, 1).astype(np.float32) / 255.0, Preprocess(224, LITE_MEAN, LITE_STD))
+    with torch.no_grad():
+        top5 = model(x[None]).topk(5).indices[0].tolist()
+    assert {281, 282, 285} & set(top5), top5
+
+
+def test_pooled_features_are_1280d_for_any_size():
+    model = load_efficientnet_lite0()
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(2, 3, 97, 130)).shape == (2, 1280)
+
+
+def test_same_padding_matches_tensorflow_output_size():
+    conv = Conv2dSame(1, 1, 3, stride=2, bias=False)
+    for size in (7, 8, 224, 225):
+        assert conv(torch.zeros(1, 1, size, size)).shape[-1] == -(-size // 2)

@@ -1,0 +1,107 @@
+"""End-to-end runs through run(cfg): every recipe, the tiny CLIP tower, bundle reload."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import domainclip
+from domainclip.data import load_card_data
+from domainclip.run import run
+
+FAST = ["trainer.enable_progress_bar=false", "tower.image.size=96"]
+
+
+@pytest.fixture(scope="module")
+def pathology_run(tmp_path_factory):
+    """The main job at its default settings (the README's first command, minus Hydra)."""
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.paths import config_dir
+
+    out = tmp_path_factory.mktemp("pathology")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["recipe=pathology", f"run_dir={out}", "trainer.enable_progress_bar=false"])
+    return run(cfg)
+
+
+def test_main_job_beats_twice_chance_and_improves(pathology_run):
+    m = pathology_run.metrics
+    before, after = m["zero_shot_before"]["test"], m["zero_shot_after"]["test"]
+    assert after["top1"] >= 2 * after["chance"]
+    assert after["top1"] > before["top1"]
+
+
+def test_run_dir_holds_config_metrics_report_bundle(pathology_run):
+    d = pathology_run.run_dir
+    assert (d / "config.yaml").is_file() and (d / "report" / "summary.md").is_file()
+    saved = json.loads((d / "metrics.json").read_text())
+    assert saved["metrics"]["zero_shot_after"]["test"]["top1"] == pathology_run.metrics["zero_shot_after"]["test"]["top1"]
+    for f in ("metadata.json", "MODEL_CARD.md", "SHA256SUMS", "adapter_config.json", "adapter_model.safetensors",
+              "heads.safetensors"):
+        assert (d / "bundle" / f).is_file(), f
+    assert (d / "logs" / "version_0" / "metrics.csv").is_file()
+
+
+def test_bundle_reproduces_test_metrics(pathology_run):
+    predictor = domainclip.load_bundle(pathology_run.bundle_dir)
+    test = load_card_data("demo_pathology").splits["test"]
+    probs = predictor.predict([r.path for r in test])
+    top1 = (probs.argmax(-1) == torch.tensor([r.label for r in test])).float().mean().item()
+    assert top1 == pytest.approx(pathology_run.metrics["zero_shot_after"]["test"]["top1"], abs=1e-9)
+    assert torch.allclose(probs.sum(-1), torch.ones(len(test)))
+
+
+def test_tampered_bundle_is_refused(pathology_run, tmp_path):
+    import shutil
+
+    from domainclip.errors import BundleError
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(pathology_run.bundle_dir, copy)
+    data = bytearray((copy / "heads.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "heads.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="heads.safetensors"):
+        domainclip.load_bundle(copy)
+
+
+@pytest.mark.parametrize("recipe", ["radiology", "satellite"])
+def test_other_recipes_smoke(make_cfg, recipe):
+    result = run(make_cfg(f"recipe={recipe}", "trainer.max_epochs=2", *FAST))
+    after = result.metrics["zero_shot_after"]["test"]
+    assert after["n"] > 0 and 0.0 <= after["top1"] <= 1.0
+    assert (result.bundle_dir / "metadata.json").is_file()
+
+
+def test_tiny_hf_clip_tower_runs_end_to_end(make_cfg, tiny_clip_dir):
+    result = run(make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}",
+                          "trainer.max_epochs=1", "trainer.enable_progress_bar=false"))
+    predictor = domainclip.load_bundle(result.bundle_dir)
+    assert predictor.predict(torch.randn(3, 3, 32, 32)).shape == (3, 4)
+
+
+def test_feature_cache_hit_on_second_run(make_cfg):
+    overrides = ["recipe=satellite", "trainer.max_epochs=1", "export.enabled=false", *FAST]
+    run(make_cfg(*overrides))
+    second = run(make_cfg(*overrides))
+    saved = json.loads((second.run_dir / "metrics.json").read_text())
+    assert all(saved["cache_hits"].values())
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["recipe=nope"], "Available options in 'recipe'"),
+    (["method=nope"], "Available options in 'method'"),
+    (["tower=nope"], "Available options in 'tower'"),
+    (["data.card=/nonexistent/card.yaml"], "data card '/nonexistent/card.yaml' not found"),
+    (["loss.name=nope"], "allowed values: clip, label_aware, siglip"),
+])
+def test_user_mistakes_get_a_clear_error_not_a_traceback(tmp_path, args, expect):
+    proc = subprocess.run([sys.executable, "-m", "domainclip", *args, f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert expect in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
