@@ -25,6 +25,8 @@ def write_report(report_dir: Path, summary: dict, cfg) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     counts = "\n".join(f"- {s}: {c}" for s, c in summary["counts"].items())
     timings = "\n".join(f"- {k}: {v:.1f}" for k, v in summary["timings"].items())
+    skipped = summary.get("skipped", {"count": 0, "files": []})
+    counts += f"\n\nSkipped (unreadable, listed in quarantine.jsonl): {skipped['count']}"
     (report_dir / "summary.md").write_text(
         f"# domainclip run: {summary['card']}\n\nTower `{cfg.tower.name}`, method `{cfg.method.name}`, "
         f"loss `{cfg.loss.name}`, split level **{summary['split_level']}**.\n\n## Zero-shot classification\n\n"
@@ -36,4 +38,7 @@ def print_summary(summary: dict) -> None:
     """Print the short summary table to stdout."""
     print(f"\ndomainclip summary: {summary['card']} (split level {summary['split_level']})")
     print(summary_table(summary))
+    skipped = summary.get("skipped", {}).get("count", 0)
+    if skipped:
+        print(f"skipped {skipped} unreadable file(s); see quarantine.jsonl")
     print(f"total {summary['timings']['total_s']:.1f} s\n")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from domainclip.captions import class_captions, template_set_for
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
+from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import class_embeddings, classification_metrics, zero_shot_logits
 from domainclip.export import write_bundle
 from domainclip.paths import cache_dir
@@ -76,7 +77,9 @@ def run(cfg: DictConfig) -> Result:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     timings, t0 = {}, time.perf_counter()
 
-    data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None)
+    data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
+    if data.quarantine:
+        write_quarantine(run_dir / "quarantine.jsonl", data.quarantine)
     set_name, templates = template_set_for(data.card, cfg.captions.template_set)
     captions = [c for per_class in class_captions(data.card, templates) for c in per_class]
     timings["data_and_captions_s"] = time.perf_counter() - t0
@@ -107,6 +110,7 @@ def run(cfg: DictConfig) -> Result:
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     summary = {"metrics": metrics, "cache_hits": cache_hits, "timings": timings, "card": data.card.name,
+               "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
                "counts": data.counts(), "split_level": data.card.split.level}
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     write_report(run_dir / "report", summary, cfg)

@@ -1,13 +1,15 @@
 """Everything the pipeline needs from a data card: root, records, splits, captions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from domainclip.cards.load import card_digest, confined, load_card
 from domainclip.cards.manifest import Record, read_records
 from domainclip.cards.schema import DataCard
 from domainclip.cards.splits import assign_splits
+from domainclip.data.expand import expand_records
+from domainclip.data.preflight import apply_policy
 from domainclip.demo import demo_root
 
 
@@ -20,6 +22,7 @@ class CardData:
     root: Path
     digest: str
     splits: dict[str, list[Record]]
+    quarantine: list[dict] = field(default_factory=list)
 
     @property
     def class_names(self) -> list[str]:
@@ -44,9 +47,18 @@ def card_root(card: DataCard, path: Path, demo_dir: Path | None = None) -> Path:
     return confined(path.parent, card.root, f"{path}: field 'root'") if card.root != "." else path.parent
 
 
-def load_card_data(ref: str | Path, demo_dir: Path | None = None) -> CardData:
-    """Load and validate a card, generate demo data if needed, read the manifest, split."""
+def load_card_data(ref: str | Path, demo_dir: Path | None = None, on_error: str | None = None) -> CardData:
+    """Load and validate a card, generate demo data if needed, read the manifest, split.
+
+    Splits are assigned before any file is checked, so skipping bad files (``on_error='skip'``)
+    leaves every other sample exactly where a clean run puts it. ``on_error=None`` skips the check.
+    """
     card, path = load_card(ref)
     root = card_root(card, path, demo_dir)
-    records = read_records(card, root)
-    return CardData(card=card, path=path, root=root, digest=card_digest(path), splits=assign_splits(records, card.split))
+    reader, options = card.reader.name, card.reader.options
+    splits = assign_splits(read_records(card, root), card.split)
+    quarantine = []
+    if on_error is not None:
+        splits, quarantine = apply_policy(splits, reader, options, on_error)
+    splits = {s: expand_records(recs, reader, options) for s, recs in splits.items()}
+    return CardData(card=card, path=path, root=root, digest=card_digest(path), splits=splits, quarantine=quarantine)

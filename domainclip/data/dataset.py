@@ -26,7 +26,7 @@ class ImageDataset(Dataset):
     def load(self, i: int) -> torch.Tensor:
         """The normalised (C, S, S) tensor of record ``i``."""
         rec = self.records[i]
-        arr, meta = read(rec.path, reader=self.reader, **self.reader_options)
+        arr, meta = read(rec.path, reader=self.reader, **self.reader_options, **rec.extra.get("read_options", {}))
         return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess)
 
     def target(self, i: int) -> torch.Tensor:

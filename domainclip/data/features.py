@@ -21,7 +21,7 @@ def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str
         "reader_options": dataset.reader_options,
         "domain": repr(dataset.domain),
         "preprocess": repr(dataset.preprocess),
-        "files": [str(r.path) for r in dataset.records],
+        "files": [[str(r.path), r.extra.get("read_options", {})] for r in dataset.records],
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 

@@ -27,24 +27,55 @@ def _band_indexes(src, bands) -> list[int]:
     return out
 
 
-@register_reader("raster")
-def read_raster(path: Path, bands: list | None = None) -> tuple[np.ndarray, dict]:
-    """Selected bands as (C, H, W) float32 in file units; ``meta['valid']`` marks non-nodata pixels."""
+def _rasterio(path):
     try:
         import rasterio
     except ImportError as exc:
         raise ReadError(path, "import", "rasterio is not installed", "pip install 'domainclip[geo]'") from exc
+    return rasterio
+
+
+def chip_grid(path: str | Path, chip_size: int, stride: int | None = None, min_valid: float = 0.5,
+              **_ignored) -> list[dict]:
+    """Top-left (col, row) of every full chip on a regular grid with enough valid (non-nodata) pixels."""
+    rasterio = _rasterio(path)
+    stride = stride or chip_size
+    with rasterio.open(path) as src:
+        valid = src.dataset_mask() > 0
+        chips = []
+        for row in range(0, src.height - chip_size + 1, stride):
+            for col in range(0, src.width - chip_size + 1, stride):
+                frac = float(valid[row : row + chip_size, col : col + chip_size].mean())
+                if frac >= min_valid:
+                    chips.append({"col": col, "row": row, "valid": round(frac, 4)})
+    return chips
+
+
+@register_reader("raster")
+def read_raster(path: Path, bands: list | None = None, col: int | None = None, row: int | None = None,
+                chip_size: int | None = None, stride: int | None = None, min_valid: float = 0.5) -> tuple[np.ndarray, dict]:
+    """Selected bands as (C, H, W) float32 in file units; ``meta['valid']`` marks non-nodata pixels.
+
+    With ``chip_size`` and ``col``/``row`` it reads only that chip (a windowed read).
+    """
+    rasterio = _rasterio(path)
+    from rasterio.windows import Window
+
     with rasterio.open(path) as src:
         idx = _band_indexes(src, bands)
-        arr = src.read(idx).astype(np.float32)
-        valid = src.read_masks(idx).min(axis=0) > 0 if src.nodata is not None else np.ones(arr.shape[1:], bool)
+        window = Window(col, row, chip_size, chip_size) if chip_size and col is not None else None
+        arr = src.read(idx, window=window).astype(np.float32)
+        if src.nodata is not None:
+            valid = src.read_masks(idx, window=window).min(axis=0) > 0
+        else:  # no nodata declared: every pixel is valid, zeros included
+            valid = np.ones(arr.shape[1:], bool)
         meta = {
             "modality": "satellite",
             "units": "reflectance",
             "bands": [src.descriptions[i - 1] or f"band{i}" for i in idx],
             "nodata": src.nodata,
             "crs": src.crs.to_string() if src.crs else None,
-            "transform": list(src.transform)[:6],
+            "transform": list(src.window_transform(window) if window else src.transform)[:6],
             "valid": valid,
         }
     return arr, meta

@@ -1,0 +1,30 @@
+"""``python -m domainclip.cards validate CARD``: exit 0 if the card is valid, 1 if not."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from domainclip.errors import DomainClipError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m domainclip.cards", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    val = sub.add_parser("validate", help="validate a data card and its manifest")
+    val.add_argument("card", help="path to a card YAML or a shipped card name")
+    args = parser.parse_args(argv)
+    from domainclip.data.card_data import load_card_data
+
+    try:
+        data = load_card_data(args.card)
+    except DomainClipError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    n = sum(len(r) for r in data.splits.values())
+    print(f"valid: {data.card.name} ({data.path}): {n} samples, {len(data.class_names)} classes, "
+          f"split level {data.card.split.level}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Expand whole slides into tissue tiles and large rasters into chips (one record each)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from domainclip.cards.manifest import Record
+
+GRID_OPTIONS = {
+    "wsi": ("mpp", "tile_size", "min_tissue", "backend", "base_mpp", "max_tiles"),
+    "raster": ("chip_size", "stride", "min_valid"),
+}
+
+
+def _grid(reader: str, path, options: dict) -> list[dict]:
+    opts = {k: v for k, v in options.items() if k in GRID_OPTIONS[reader]}
+    if reader == "wsi":
+        from domainclip.readers.wsi import tile_grid
+
+        return tile_grid(path, **opts)
+    from domainclip.readers.raster import chip_grid
+
+    return chip_grid(path, **opts)
+
+
+def needs_expansion(reader: str, options: dict) -> bool:
+    """Slides are always tiled; rasters only when the card sets ``chip_size``."""
+    return reader == "wsi" or (reader == "raster" and bool(options.get("chip_size")))
+
+
+def expand_records(records: list[Record], reader: str, options: dict) -> list[Record]:
+    """One record per tile/chip, inheriting the parent's labels and group (slide, scene)."""
+    if not needs_expansion(reader, options):
+        return records
+    out = []
+    for rec in records:
+        for cell in _grid(reader, rec.path, options):
+            location = {k: v for k, v in cell.items() if k in ("x", "y", "col", "row")}
+            out.append(replace(rec, extra={**rec.extra, "read_options": location, "grid": cell}))
+    return out
