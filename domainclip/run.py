@@ -42,7 +42,7 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask) -> tu
     domain = DomainOptions.from_dict(card.transforms)
     images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
                               len(card.classes), card.task == "multi_label") for s, recs in data.splits.items()}
-    if not (cfg.data.cache_features and task.method.image_backbone_frozen):
+    if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.tower.input_adapter is None):
         return images, {}
     digest, out, hits = task.tower.weights_digest(), {}, {}
     feat_dir = Path(cfg.data.feature_cache_dir) if cfg.data.feature_cache_dir else cache_dir() / "features"
@@ -51,6 +51,25 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask) -> tu
         out[split], hits[split] = cached_features(task.tower, ds, feat_dir, key, batch_size=cfg.eval.batch_size,
                                                   num_workers=cfg.data.num_workers)
     return out, hits
+
+
+def sample_meta(data: CardData) -> dict:
+    """Reader metadata of the first sample (units, bands) for preprocessing decisions."""
+    from domainclip.readers import read
+
+    first = next(r for recs in data.splits.values() for r in recs)
+    opts = {**data.card.reader.options, **first.extra.get("read_options", {})}
+    return read(first.path, reader=data.card.reader.name, **opts)[1]
+
+
+def input_adapter_spec(data: CardData) -> dict | None:
+    """A learnable band projection when the card asks for one: all bands in, RGB out."""
+    domain = DomainOptions.from_dict(data.card.transforms)
+    if not domain.band_projection:
+        return None
+    bands = sample_meta(data).get("bands") or []
+    pick = domain.bands_to_rgb or [0, 1, 2]
+    return {"in_channels": len(bands), "init": [b if isinstance(b, int) else bands.index(b) for b in pick]}
 
 
 def evaluate_zero_shot(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str]) -> dict:
@@ -87,7 +106,8 @@ def run(cfg: DictConfig) -> Result:
     t = time.perf_counter()
     task = ContrastiveTask(tower=_plain(cfg.tower), method=_plain(cfg.method), loss=_plain(cfg.loss),
                            captions=[c.text for c in captions], caption_labels=[c.class_index for c in captions],
-                           num_classes=len(data.class_names), seed=cfg.seed, max_epochs=cfg.trainer.max_epochs)
+                           num_classes=len(data.class_names), seed=cfg.seed, max_epochs=cfg.trainer.max_epochs,
+                           input_adapter=input_adapter_spec(data))
     datasets, cache_hits = build_datasets(cfg, data, task)
     dm = SplitDataModule(datasets or {}, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
     if not datasets:
@@ -121,12 +141,6 @@ def run(cfg: DictConfig) -> Result:
 def bundle_metadata(cfg, data: CardData, task: ContrastiveTask, set_name: str, captions, metrics: dict) -> dict:
     """Everything a clinical evaluator needs to load and judge the bundle."""
     pre = task.tower.preprocess
-    sample_units = None
-    first = next(iter(r for recs in data.splits.values() for r in recs))
-    from domainclip.readers import read
-
-    _, sample_meta = read(first.path, reader=data.card.reader.name, **data.card.reader.options)
-    sample_units = sample_meta.get("units")
     return {
         "tower": {"name": cfg.tower.name, "config": _plain(cfg.tower), "weights_digest": task.tower.weights_digest()},
         "method": {"name": cfg.method.name, "config": _plain(cfg.method)},
@@ -135,7 +149,8 @@ def bundle_metadata(cfg, data: CardData, task: ContrastiveTask, set_name: str, c
         "captions": {"template_set": set_name, "count": len(captions), "texts": [c.text for c in captions],
                      "labels": [c.class_index for c in captions], "sources": sorted({c.source for c in captions})},
         "preprocessing": {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std), "reader": data.card.reader.name,
-                          "reader_options": data.card.reader.options, "domain": data.card.transforms, "units": sample_units},
+                          "reader_options": data.card.reader.options, "domain": data.card.transforms, "units": sample_meta(data).get("units")},
+        "input_adapter": task.hparams.input_adapter,
         "data_card": {"name": data.card.name, "digest": data.digest, "modality": data.card.modality,
                       "license": data.card.license, "split_level": data.card.split.level, "counts": data.counts()},
         "metrics": metrics,

@@ -11,6 +11,7 @@ from domainclip.evaluation.zero_shot import class_embeddings, image_embeddings
 from domainclip.losses import LOSSES
 from domainclip.methods import build_method
 from domainclip.towers import build_tower
+from domainclip.towers.band_projection import BandProjection
 
 
 def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:
@@ -27,12 +28,15 @@ class ContrastiveTask(pl.LightningModule):
     """
 
     def __init__(self, tower: dict, method: dict, loss: dict, captions: list[str], caption_labels: list[int],
-                 num_classes: int, seed: int = 0, max_epochs: int = 1):
+                 num_classes: int, seed: int = 0, max_epochs: int = 1, input_adapter: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.loss_fn = LOSSES.get(loss["name"])  # validate names before loading any weights
         self.method = build_method(method)
         self.tower = build_tower(tower)
+        if input_adapter:
+            pre = self.tower.preprocess
+            self.tower.input_adapter = BandProjection(input_adapter["in_channels"], input_adapter["init"], pre.mean, pre.std)
         self.method.prepare(self.tower)
         tokens = self.tower.tokenize(captions)
         self.register_buffer("caption_ids", tokens["input_ids"], persistent=False)

@@ -112,3 +112,27 @@ def test_demo_splits_are_group_disjoint_and_deterministic():
 def test_missing_card_lists_shipped_cards():
     with pytest.raises(CardError, match="demo_pathology"):
         load_card("no_such_card")
+
+
+def test_real_dataset_templates_are_valid_cards():
+    from domainclip.paths import data_cards_dir
+
+    templates = sorted((data_cards_dir() / "templates").glob("*.yaml"))
+    assert len(templates) == 5
+    for path in templates:
+        card, _ = load_card(path)
+        assert "TEMPLATE" in path.read_text().splitlines()[0]
+        assert card.split.level in ("patient", "image", "spatial")
+
+
+def test_multi_label_manifest_gives_multi_hot_targets(tmp_path):
+    from domainclip.data import ImageDataset
+    from domainclip.transforms.pipeline import DomainOptions, Preprocess
+
+    path = write_card(tmp_path, task="multi_label", classes=[{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    card, _ = load_card(path)
+    write_manifest(tmp_path, [("x.png", "a|c", "p1"), ("y.png", "b", "p2")])
+    recs = read_records(card, tmp_path)
+    assert [r.labels for r in recs] == [(0, 2), (1,)]
+    ds = ImageDataset(recs, "image", {}, DomainOptions(), Preprocess(), 3, multi_label=True)
+    assert ds.target(0).tolist() == [1.0, 0.0, 1.0]

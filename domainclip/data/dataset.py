@@ -27,7 +27,7 @@ class ImageDataset(Dataset):
         """The normalised (C, S, S) tensor of record ``i``."""
         rec = self.records[i]
         arr, meta = read(rec.path, reader=self.reader, **self.reader_options, **rec.extra.get("read_options", {}))
-        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess)
+        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess, not self.domain.band_projection)
 
     def target(self, i: int) -> torch.Tensor:
         labels = self.records[i].labels

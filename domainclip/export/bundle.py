@@ -52,7 +52,7 @@ def write_bundle(out_dir: Path, task, metadata: dict) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     files = task.method.export(task.tower, tmp)
-    heads = {k: v.detach().cpu().contiguous() for k, v in task.tower.head_state_dict().items()}
+    heads = {k: v.detach().cpu().contiguous() for k, v in task.tower.export_state_dict().items()}
     save_file(heads, str(tmp / HEADS_FILE), metadata={"format": "pt"})
     meta = {"schema_version": BUNDLE_SCHEMA_VERSION, **metadata, "files": files + [HEADS_FILE], "versions": versions()}
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))

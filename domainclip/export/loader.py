@@ -14,6 +14,7 @@ from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, sha256_file
 from domainclip.methods import build_method
 from domainclip.readers import read
 from domainclip.towers import build_tower
+from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, to_tensor, to_unit_range
 
 
@@ -65,7 +66,7 @@ class Predictor:
             arr, meta = read(item, reader=self.reader, **self.reader_options)
         else:
             arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
-        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess)
+        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess, not self.domain.band_projection)
 
     @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
@@ -92,10 +93,13 @@ def load_bundle(path: str | Path, verify: bool = True) -> Predictor:
     if verify and tower.weights_digest() != meta["tower"]["weights_digest"]:
         raise BundleError(f"{bundle}: the base tower's weights differ from those the bundle was trained on "
                           f"(digest {meta['tower']['weights_digest'][:16]}…); load the same base weights")
+    if meta.get("input_adapter"):
+        spec, pre = meta["input_adapter"], tower.preprocess
+        tower.input_adapter = BandProjection(spec["in_channels"], spec["init"], pre.mean, pre.std)
     method = build_method(meta["method"]["config"])
     method.load(tower, bundle)
     heads = load_file(str(bundle / HEADS_FILE))
     with torch.no_grad():
-        for name, tensor in tower.head_state_dict().items():
+        for name, tensor in tower.export_state_dict().items():
             tensor.copy_(heads[name])
     return Predictor(bundle, meta, tower, method)

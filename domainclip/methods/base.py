@@ -32,6 +32,8 @@ class Method:
         if self.train_heads:
             for t in tower.head_state_dict().values():
                 t.requires_grad_(True)
+        if tower.input_adapter is not None:
+            tower.input_adapter.requires_grad_(True)
 
     @property
     def image_backbone_frozen(self) -> bool:

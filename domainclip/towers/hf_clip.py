@@ -51,7 +51,7 @@ class HFClipTower(Tower):
     def lora_scope(self, sides):
         return self.model, {"image": "vision_model.", "text": "text_model."}
 
-    def image_features(self, pixels):
+    def backbone_features(self, pixels):
         return self.image_encoder(pixel_values=pixels).pooler_output
 
     def image_head(self, features):

@@ -103,7 +103,7 @@ class TwoTower(Tower):
             return self.image_encoder, {"image": ""}
         return self, {"image": "image_encoder.", "text": "text_encoder."}
 
-    def image_features(self, pixels):
+    def backbone_features(self, pixels):
         return self.image_encoder(pixels)
 
     def image_head(self, features):

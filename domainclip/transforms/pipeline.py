@@ -34,12 +34,15 @@ class DomainOptions:
     scale: str = "percentile"  # percentile | fixed
     scale_range: tuple[float, float] = (2.0, 98.0)
     bands_to_rgb: list | None = None
+    band_projection: bool = False  # keep every band; a learnable 1x1 conv maps them to RGB
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DomainOptions":
         d = dict(d or {})
         known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__ and k != "extra"}
+        if isinstance(known.get("bands_to_rgb"), tuple):
+            known["bands_to_rgb"] = list(known["bands_to_rgb"])
         for key in ("default_window", "scale_range"):
             if key in known:
                 known[key] = tuple(known[key])
@@ -61,15 +64,22 @@ def to_unit_range(arr: np.ndarray, meta: dict, opts: DomainOptions) -> np.ndarra
             out = fixed_scale(arr, *opts.scale_range, valid=valid)
         else:
             out = percentile_scale(arr, valid, *opts.scale_range)
+    if opts.band_projection:
+        return out.astype(np.float32, copy=False)
     out = bands_to_rgb(out, meta.get("bands", []), opts.bands_to_rgb)
     return to_three_channels(out.astype(np.float32, copy=False))
 
 
-def to_tensor(arr01: np.ndarray, pre: Preprocess) -> torch.Tensor:
-    """Resize (antialiased bilinear) to the tower's size and normalise; returns (C, S, S)."""
+def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> torch.Tensor:
+    """Resize (antialiased bilinear) to the tower's size and normalise; returns (C, S, S).
+
+    ``normalize=False`` leaves 0..1 values (a band projection normalises after mapping to RGB).
+    """
     x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
     if x.shape[-2:] != (pre.size, pre.size):
         x = F.interpolate(x, size=(pre.size, pre.size), mode="bilinear", antialias=True, align_corners=False)
+    if not normalize:
+        return x[0]
     mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(pre.std, dtype=x.dtype).view(1, -1, 1, 1)
     return ((x - mean) / std)[0]
