@@ -10,11 +10,11 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from domainclip.captions import class_captions, template_set_for
+from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
 from domainclip.data.preflight import write_quarantine
-from domainclip.evaluation import class_embeddings, classification_metrics, zero_shot_logits
+from domainclip.evaluation import classification_metrics, zero_shot_logits
 from domainclip.export import write_bundle
 from domainclip.paths import cache_dir
 from domainclip.report import print_summary, write_report
@@ -36,12 +36,12 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
-def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask) -> tuple[dict, dict]:
+def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
     """Per-split datasets; cached backbone features when the method keeps the image tower frozen."""
     card = data.card
     domain = DomainOptions.from_dict(card.transforms)
     images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
-                              len(card.classes), card.task == "multi_label") for s, recs in data.splits.items()}
+                              len(card.classes), card.task == "multi_label", pool_ids[s]) for s, recs in data.splits.items()}
     if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.tower.input_adapter is None):
         return images, {}
     digest, out, hits = task.tower.weights_digest(), {}, {}
@@ -74,7 +74,7 @@ def input_adapter_spec(data: CardData) -> dict | None:
 
 def evaluate_zero_shot(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str]) -> dict:
     """Zero-shot metrics per split with the template prompt ensemble."""
-    emb = class_embeddings(task.tower, task.caption_ids, task.caption_mask, task.caption_labels, len(classes))
+    emb = task.class_embeddings()
     out = {}
     for split in splits:
         logits, targets = zero_shot_logits(task.tower, dm._loader(split, shuffle=False), emb.detach())
@@ -99,16 +99,16 @@ def run(cfg: DictConfig) -> Result:
     data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
     if data.quarantine:
         write_quarantine(run_dir / "quarantine.jsonl", data.quarantine)
-    set_name, templates = template_set_for(data.card, cfg.captions.template_set)
-    captions = [c for per_class in class_captions(data.card, templates) for c in per_class]
+    bank, caption_report = prepare_captions(data, cfg.captions.template_set, _plain(cfg.captions.llm),
+                                            cfg.captions.absent_findings)
     timings["data_and_captions_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     task = ContrastiveTask(tower=_plain(cfg.tower), method=_plain(cfg.method), loss=_plain(cfg.loss),
-                           captions=[c.text for c in captions], caption_labels=[c.class_index for c in captions],
-                           num_classes=len(data.class_names), seed=cfg.seed, max_epochs=cfg.trainer.max_epochs,
+                           captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
+                           seed=cfg.seed, max_epochs=cfg.trainer.max_epochs,
                            input_adapter=input_adapter_spec(data))
-    datasets, cache_hits = build_datasets(cfg, data, task)
+    datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets or {}, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
     if not datasets:
         raise RuntimeError("no datasets built")
@@ -125,11 +125,11 @@ def run(cfg: DictConfig) -> Result:
     t = time.perf_counter()
     bundle = None
     if cfg.export.enabled:
-        meta = bundle_metadata(cfg, data, task, set_name, captions, metrics)
+        meta = bundle_metadata(cfg, data, task, bank, caption_report, metrics)
         bundle = write_bundle(run_dir / "bundle", task, meta)
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    summary = {"metrics": metrics, "cache_hits": cache_hits, "timings": timings, "card": data.card.name,
+    summary = {"metrics": metrics, "captions": caption_report, "cache_hits": cache_hits, "timings": timings, "card": data.card.name,
                "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
                "counts": data.counts(), "split_level": data.card.split.level}
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> Result:
     return Result(run_dir=run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
 
 
-def bundle_metadata(cfg, data: CardData, task: ContrastiveTask, set_name: str, captions, metrics: dict) -> dict:
+def bundle_metadata(cfg, data: CardData, task: ContrastiveTask, bank, caption_report: dict, metrics: dict) -> dict:
     """Everything a clinical evaluator needs to load and judge the bundle."""
     pre = task.tower.preprocess
     return {
@@ -146,8 +146,10 @@ def bundle_metadata(cfg, data: CardData, task: ContrastiveTask, set_name: str, c
         "method": {"name": cfg.method.name, "config": _plain(cfg.method)},
         "loss": _plain(cfg.loss),
         "classes": data.class_names,
-        "captions": {"template_set": set_name, "count": len(captions), "texts": [c.text for c in captions],
-                     "labels": [c.class_index for c in captions], "sources": sorted({c.source for c in captions})},
+        "captions": {**caption_report, "count": len(bank.texts),
+                     "texts": [bank.texts[r] for rows in bank.class_prompts for r in rows],
+                     "labels": [k for k, rows in enumerate(bank.class_prompts) for _ in rows],
+                     "provenance": [bank.provenance[r] for rows in bank.class_prompts for r in rows]},
         "preprocessing": {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std), "reader": data.card.reader.name,
                           "reader_options": data.card.reader.options, "domain": data.card.transforms, "units": sample_meta(data).get("units")},
         "input_adapter": task.hparams.input_adapter,

@@ -23,12 +23,13 @@ def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:
 class ContrastiveTask(pl.LightningModule):
     """Contrastive adaptation of a tower with a method and a loss.
 
-    ``captions``/``caption_labels`` are the rendered templates per class: training pairs each
-    image with one caption of its class, and zero-shot prompts average them per class.
+    ``captions`` holds every distinct caption once (tokenised once); a training image of caption
+    pool ``p`` is paired with one of ``pools[p]`` per epoch (seeded); the zero-shot prompt ensemble of
+    class ``k`` is ``class_prompts[k]``.
     """
 
-    def __init__(self, tower: dict, method: dict, loss: dict, captions: list[str], caption_labels: list[int],
-                 num_classes: int, seed: int = 0, max_epochs: int = 1, input_adapter: dict | None = None):
+    def __init__(self, tower: dict, method: dict, loss: dict, captions: list[str], pools: list[list[int]],
+                 class_prompts: list[list[int]], seed: int = 0, max_epochs: int = 1, input_adapter: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.loss_fn = LOSSES.get(loss["name"])  # validate names before loading any weights
@@ -41,16 +42,24 @@ class ContrastiveTask(pl.LightningModule):
         tokens = self.tower.tokenize(captions)
         self.register_buffer("caption_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("caption_mask", tokens["attention_mask"], persistent=False)
-        self.register_buffer("caption_labels", torch.tensor(caption_labels), persistent=False)
-        self.by_class = [[i for i, c in enumerate(caption_labels) if c == k] for k in range(num_classes)]
+        rows = [r for prompts in class_prompts for r in prompts]
+        self.register_buffer("prompt_rows", torch.tensor(rows), persistent=False)
+        self.register_buffer("prompt_labels", torch.tensor([k for k, p in enumerate(class_prompts) for _ in p]),
+                             persistent=False)
+        self.num_classes = len(class_prompts)
         self.strict_loading = False  # checkpoints hold only trained tensors
 
-    def pick_captions(self, labels: torch.Tensor, indexes: torch.Tensor, epoch: int) -> torch.Tensor:
+    def pick_captions(self, pools: torch.Tensor, indexes: torch.Tensor, epoch: int) -> torch.Tensor:
         """Caption row per sample; validation passes ``epoch=0`` so its captions are fixed."""
-        seed = self.hparams.seed
-        rows = [self.by_class[int(c)][caption_choice(seed, epoch, int(i), len(self.by_class[int(c)]))]
-                for c, i in zip(labels, indexes)]
+        seed, bank = self.hparams.seed, self.hparams.pools
+        rows = [bank[int(p)][caption_choice(seed, epoch, int(i), len(bank[int(p)]))] for p, i in zip(pools, indexes)]
         return torch.tensor(rows, device=self.caption_ids.device)
+
+    def class_embeddings(self) -> torch.Tensor:
+        """(K, D) zero-shot class embeddings from the prompt ensembles."""
+        rows = self.prompt_rows
+        return class_embeddings(self.tower, self.caption_ids[rows], self.caption_mask[rows], self.prompt_labels,
+                                self.num_classes)
 
     def text_embeddings(self, rows: torch.Tensor) -> torch.Tensor:
         """Encode each distinct caption once, then gather per sample."""
@@ -60,8 +69,9 @@ class ContrastiveTask(pl.LightningModule):
 
     def _step(self, batch: dict, epoch: int) -> torch.Tensor:
         img = image_embeddings(self.tower, batch)
-        txt = self.text_embeddings(self.pick_captions(batch["label"], batch["index"], epoch))
-        return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["label"], logit_bias=self.tower.logit_bias)
+        txt = self.text_embeddings(self.pick_captions(batch["pool"], batch["index"], epoch))
+        # same pool = same label set: the label-aware loss treats those pairs as positives
+        return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["pool"], logit_bias=self.tower.logit_bias)
 
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, self.current_epoch)
@@ -70,14 +80,15 @@ class ContrastiveTask(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self):
-        self._class_emb = class_embeddings(self.tower, self.caption_ids, self.caption_mask,
-                                           self.caption_labels, self.hparams.num_classes)
+        self._class_emb = self.class_embeddings()
 
     def validation_step(self, batch, batch_idx):
         n = len(batch["label"])
         self.log("val/loss", self._step(batch, 0), prog_bar=True, batch_size=n)
         pred = (image_embeddings(self.tower, batch) @ self._class_emb.t()).argmax(-1)
-        self.log("val/zero_shot_top1", (pred == batch["label"]).float().mean(), prog_bar=True, batch_size=n)
+        label = batch["label"]
+        hit = label.gather(1, pred[:, None])[:, 0] > 0 if label.ndim == 2 else pred == label
+        self.log("val/zero_shot_top1", hit.float().mean(), prog_bar=True, batch_size=n)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -53,7 +53,24 @@ def _humanise(name: str) -> str:
     return name.replace("_", " ")
 
 
-def render(template: str, label: str, card: DataCard, description: str) -> str | None:
+def join_names(names: list[str], conj: str = "and") -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    names = [_humanise(n) for n in names]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conj} {names[-1]}"
+
+
+def safe_caption_fields(meta: dict, reader_options: dict) -> dict[str, str]:
+    """Caption fields taken from reader metadata. A whitelist: identifiers never pass."""
+    out = {}
+    window = reader_options.get("window")
+    if isinstance(window, str) and window not in ("file", "none"):
+        out["window"] = f"{window.replace('_', ' ')}-window"
+    if meta.get("mpp"):
+        out["magnification"] = f"{float(meta['mpp']):g} µm/px"
+    return out
+
+
+def render(template: str, label: str, card: DataCard, description: str, fields: dict | None = None) -> str | None:
     """Fill one template; ``None`` when it needs a field this card does not provide."""
     values = {
         "label": _humanise(label),
@@ -61,6 +78,7 @@ def render(template: str, label: str, card: DataCard, description: str) -> str |
         "modality": card.modality,
         "body_part": card.body_part,
         **card.captions.metadata,
+        **(fields or {}),
     }
     if any(not values.get(f) for f in _fields(template)):
         return None
@@ -68,17 +86,32 @@ def render(template: str, label: str, card: DataCard, description: str) -> str |
     return text[0].upper() + text[1:]
 
 
+def label_captions(card: DataCard, templates: list[str], labels: tuple[int, ...], fields: dict | None = None,
+                   absent_findings: bool = False) -> list[Caption]:
+    """Captions for one label set: each synonym for a single label; joined names for several."""
+    if len(labels) == 1:
+        cls = card.classes[labels[0]]
+        variants = [(name, cls.description) for name in [cls.name, *cls.synonyms]]
+    else:
+        chosen = [card.classes[i] for i in labels]
+        variants = [(join_names([c.name for c in chosen]), "; ".join(c.description for c in chosen if c.description))]
+    absent = [c.name for i, c in enumerate(card.classes) if i not in labels]
+    suffix = f" No {join_names(absent, 'or')}." if absent_findings and card.task == "multi_label" and absent else ""
+    caps, seen = [], set()
+    for name, description in variants:
+        for t in templates:
+            text = render(t, name, card, description, fields)
+            if text and text not in seen:
+                seen.add(text)
+                caps.append(Caption(text + suffix, labels[0] if len(labels) == 1 else -1, "template", t))
+    return caps
+
+
 def class_captions(card: DataCard, templates: list[str]) -> list[list[Caption]]:
-    """For each class, every template rendered with its name and each synonym."""
+    """For each class, every template rendered with its name and each synonym (zero-shot prompts)."""
     out = []
     for ci, cls in enumerate(card.classes):
-        caps, seen = [], set()
-        for name in [cls.name, *cls.synonyms]:
-            for t in templates:
-                text = render(t, name, card, cls.description)
-                if text and text not in seen:
-                    seen.add(text)
-                    caps.append(Caption(text, ci, "template", t))
+        caps = label_captions(card, templates, (ci,))
         if not caps:
             raise ConfigError(f"no template of the set renders for class '{cls.name}'; add a description or body_part")
         out.append(caps)

@@ -14,8 +14,9 @@ class ImageDataset(Dataset):
     ``multi_label`` is set, else the class index."""
 
     def __init__(self, records: list[Record], reader: str, reader_options: dict, domain: DomainOptions,
-                 preprocess: Preprocess, num_classes: int, multi_label: bool = False):
+                 preprocess: Preprocess, num_classes: int, multi_label: bool = False, pools: list[int] | None = None):
         self.records = records
+        self.pools = pools if pools is not None else [0] * len(records)
         self.reader, self.reader_options = reader, dict(reader_options)
         self.domain, self.preprocess = domain, preprocess
         self.num_classes, self.multi_label = num_classes, multi_label
@@ -38,17 +39,18 @@ class ImageDataset(Dataset):
         return torch.tensor(labels[0])
 
     def __getitem__(self, i: int) -> dict:
-        return {"pixels": self.load(i), "label": self.target(i), "index": torch.tensor(i)}
+        return {"pixels": self.load(i), "label": self.target(i), "index": torch.tensor(i), "pool": torch.tensor(self.pools[i])}
 
 
 class FeatureDataset(Dataset):
     """Precomputed image-backbone features with labels (for frozen image towers)."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, pools: list[int] | None = None):
         self.features, self.labels = features, labels
+        self.pools = torch.tensor(pools if pools is not None else [0] * len(labels))
 
     def __len__(self) -> int:
         return self.features.shape[0]
 
     def __getitem__(self, i: int) -> dict:
-        return {"features": self.features[i], "label": self.labels[i], "index": torch.tensor(i)}
+        return {"features": self.features[i], "label": self.labels[i], "index": torch.tensor(i), "pool": self.pools[i]}

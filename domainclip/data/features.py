@@ -37,7 +37,7 @@ def compute_features(tower, dataset: ImageDataset, batch_size: int = 64, num_wor
         feats.append(tower.image_features(batch["pixels"]).float())
         labels.append(batch["label"])
     tower.train(was_training)
-    return FeatureDataset(torch.cat(feats), torch.cat(labels))
+    return FeatureDataset(torch.cat(feats), torch.cat(labels), dataset.pools)
 
 
 def cached_features(tower, dataset: ImageDataset, cache_dir: Path | None, key: str, **kwargs) -> tuple[FeatureDataset, bool]:
@@ -48,7 +48,7 @@ def cached_features(tower, dataset: ImageDataset, cache_dir: Path | None, key: s
     path = Path(cache_dir) / f"{key}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
         t = load_file(path)
-        return FeatureDataset(t["features"], t["labels"]), True
+        return FeatureDataset(t["features"], t["labels"], dataset.pools), True
     ds = compute_features(tower, dataset, **kwargs)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

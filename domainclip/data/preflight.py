@@ -17,11 +17,15 @@ class UnreadableFilesError(DomainClipError):
 
 
 def find_unreadable(records: list[Record], reader: str, options: dict) -> list[dict]:
-    """One entry (path, row, stage, error) per record whose file cannot be read."""
+    """One entry (path, row, stage, error) per record whose file cannot be read. Readable
+    records get their PHI-safe caption fields (``extra['caption_meta']``) on the way."""
+    from domainclip.captions.templates import safe_caption_fields
+
     bad = []
     for rec in records:
         try:
-            read(rec.path, reader=reader, **options, **rec.extra.get("read_options", {}))
+            _, meta = read(rec.path, reader=reader, **options, **rec.extra.get("read_options", {}))
+            rec.extra["caption_meta"] = safe_caption_fields(meta, options)
         except ReadError as exc:
             bad.append({"path": str(rec.path), "row": rec.row, "stage": exc.stage, "error": str(exc)})
     return bad

@@ -6,11 +6,26 @@ from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_f1_score,
+    multilabel_auroc,
 )
+
+
+def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
+    """Multi-label: top-1 is the share of images whose best class is one of their labels."""
+    targets = targets.long()
+    top = logits.argmax(-1)
+    out = {"n": int(targets.shape[0]), "top1": float(targets.gather(1, top[:, None]).float().mean()),
+           "balanced_accuracy": float("nan"), "chance": float(targets.float().mean()), "multi_label": True}
+    present = targets.sum(0)
+    if bool(((present > 0) & (present < targets.shape[0])).all()):
+        out["macro_auroc"] = float(multilabel_auroc(logits.sigmoid(), targets, num_labels=len(class_names)))
+    return out
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
     """Top-1, balanced accuracy, macro-F1, macro AUROC and per-class recall for one split."""
+    if targets.ndim == 2:
+        return multilabel_metrics(logits, targets, class_names)
     k = len(class_names)
     probs = logits.softmax(-1)
     per_class = multiclass_accuracy(probs, targets, num_classes=k, average="none")
