@@ -10,12 +10,12 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
 from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import classification_metrics, zero_shot_logits
-from domainclip.export import write_bundle
 from domainclip.paths import cache_dir
 from domainclip.report import print_summary, write_report
 from domainclip.task import ContrastiveTask
@@ -32,7 +32,23 @@ class Result:
     timings: dict = field(default_factory=dict)
 
 
-def _plain(node) -> dict:
+@dataclass
+class RunParts:
+    """Everything built from a config before training."""
+
+    cfg: DictConfig
+    run_dir: Path
+    data: CardData
+    bank: CaptionBank
+    caption_report: dict
+    task: ContrastiveTask
+    dm: SplitDataModule
+    cache_hits: dict
+    timings: dict
+
+
+def plain(node) -> dict:
+    """A resolved plain dict from an OmegaConf node."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
@@ -88,74 +104,89 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     return hydra.utils.instantiate(cfg.trainer, logger=loggers, default_root_dir=str(run_dir))
 
 
-def run(cfg: DictConfig) -> Result:
-    """The whole job: data, captions, training, evaluation, export. Tests call this."""
+def setup(cfg: DictConfig) -> RunParts:
+    """Card, captions, task and datasets, from config (no training)."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     timings, t0 = {}, time.perf_counter()
-
     data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
     if data.quarantine:
         write_quarantine(run_dir / "quarantine.jsonl", data.quarantine)
-    bank, caption_report = prepare_captions(data, cfg.captions.template_set, _plain(cfg.captions.llm),
+    bank, caption_report = prepare_captions(data, cfg.captions.template_set, plain(cfg.captions.llm),
                                             cfg.captions.absent_findings)
     timings["data_and_captions_s"] = time.perf_counter() - t0
-
     t = time.perf_counter()
-    task = ContrastiveTask(tower=_plain(cfg.tower), method=_plain(cfg.method), loss=_plain(cfg.loss),
+    task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
-                           seed=cfg.seed, max_epochs=cfg.trainer.max_epochs,
-                           input_adapter=input_adapter_spec(data))
+                           seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
-    dm = SplitDataModule(datasets or {}, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
-    if not datasets:
-        raise RuntimeError("no datasets built")
+    dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
     timings["features_s"] = time.perf_counter() - t
+    return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings)
 
+
+def export_bundle(parts: RunParts, metrics: dict) -> Path:
+    """PHI-audited bundle of the task's current weights into ``run_dir/bundle``."""
+    from domainclip.export import write_bundle
+    from domainclip.export.phi import identifying_values
+
+    cfg, data = parts.cfg, parts.data
+    return write_bundle(parts.run_dir / "bundle", parts.task, bundle_metadata(parts, metrics), data.card,
+                        data.path.read_text(), OmegaConf.to_yaml(cfg, resolve=True), parts.bank.texts,
+                        identifying_values(data), merge=bool(cfg.export.merge),
+                        onnx=bool(cfg.export.get("onnx", False)))
+
+
+def run(cfg: DictConfig) -> Result:
+    """The whole job: data, captions, training, evaluation, export. Tests call this."""
+    t0 = time.perf_counter()
+    parts = setup(cfg)
+    (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     t = time.perf_counter()
-    before = evaluate_zero_shot(task, dm, list(cfg.eval.splits), data.class_names)
+    splits = list(cfg.eval.splits)
+    before = evaluate_zero_shot(task, dm, splits, data.class_names)
     if task.method.trains:
-        build_trainer(cfg, run_dir).fit(task, datamodule=dm)
+        build_trainer(cfg, parts.run_dir).fit(task, datamodule=dm)
     timings["train_s"] = time.perf_counter() - t
-    after = evaluate_zero_shot(task, dm, list(cfg.eval.splits), data.class_names) if task.method.trains else before
+    after = evaluate_zero_shot(task, dm, splits, data.class_names) if task.method.trains else before
     metrics = {"zero_shot_before": before, "zero_shot_after": after}
-
     t = time.perf_counter()
-    bundle = None
-    if cfg.export.enabled:
-        meta = bundle_metadata(cfg, data, task, bank, caption_report, metrics)
-        bundle = write_bundle(run_dir / "bundle", task, meta)
+    bundle = export_bundle(parts, metrics) if cfg.export.enabled else None
     timings["export_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    summary = {"metrics": metrics, "captions": caption_report, "cache_hits": cache_hits, "timings": timings, "card": data.card.name,
+    summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
+               "timings": timings, "card": data.card.name,
                "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
                "counts": data.counts(), "split_level": data.card.split.level}
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    write_report(run_dir / "report", summary, cfg)
+    (parts.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_report(parts.run_dir / "report", summary, cfg)
     print_summary(summary)
-    return Result(run_dir=run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
+    return Result(run_dir=parts.run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
 
 
-def bundle_metadata(cfg, data: CardData, task: ContrastiveTask, bank, caption_report: dict, metrics: dict) -> dict:
+def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
     """Everything a clinical evaluator needs to load and judge the bundle."""
+    cfg, data, task, bank = parts.cfg, parts.data, parts.task, parts.bank
     pre = task.tower.preprocess
     return {
-        "tower": {"name": cfg.tower.name, "config": _plain(cfg.tower), "weights_digest": task.tower.weights_digest()},
-        "method": {"name": cfg.method.name, "config": _plain(cfg.method)},
-        "loss": _plain(cfg.loss),
+        "tower": {"name": cfg.tower.name, "config": plain(cfg.tower), "weights_digest": task.tower.weights_digest()},
+        "method": {"name": cfg.method.name, "config": plain(cfg.method)},
+        "loss": plain(cfg.loss),
         "classes": data.class_names,
-        "captions": {**caption_report, "count": len(bank.texts),
+        "captions": {**parts.caption_report, "count": len(bank.texts),
                      "texts": [bank.texts[r] for rows in bank.class_prompts for r in rows],
                      "labels": [k for k, rows in enumerate(bank.class_prompts) for _ in rows],
                      "provenance": [bank.provenance[r] for rows in bank.class_prompts for r in rows]},
         "preprocessing": {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std), "reader": data.card.reader.name,
-                          "reader_options": data.card.reader.options, "domain": data.card.transforms, "units": sample_meta(data).get("units")},
+                          "reader_options": data.card.reader.options, "domain": data.card.transforms,
+                          "units": sample_meta(data).get("units")},
         "input_adapter": task.hparams.input_adapter,
         "data_card": {"name": data.card.name, "digest": data.digest, "modality": data.card.modality,
                       "license": data.card.license, "split_level": data.card.split.level, "counts": data.counts()},
         "metrics": metrics,
         "temperature": 1.0,
-        "reproduce": f"python -m domainclip data.card={data.card.name} tower={cfg.tower.name} method={cfg.method.name} seed={cfg.seed}",
+        "reproduce": f"python -m domainclip data.card={data.card.name} tower={cfg.tower.name} "
+                     f"method={cfg.method.name} seed={cfg.seed}",
     }

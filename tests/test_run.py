@@ -105,3 +105,12 @@ def test_user_mistakes_get_a_clear_error_not_a_traceback(tmp_path, args, expect)
     assert proc.returncode != 0
     assert expect in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_standalone_evaluate_reproduces_run_metrics(pathology_run, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "domainclip.evaluate", f"bundle={pathology_run.bundle_dir}",
+                           "card=demo_pathology", f"out={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    want = pathology_run.metrics["zero_shot_after"]["test"]
+    assert got["top1"] == want["top1"] and got["macro_auroc"] == pytest.approx(want["macro_auroc"], abs=1e-6)

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 MARKER = ".domainclip-demo.json"
 
 

@@ -62,7 +62,7 @@ def _write_dicom(path: Path, hu: np.ndarray, patient: str, study_uid: str, serie
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE_STORAGE, sop_uid
-    ds.Modality, ds.PatientID, ds.PatientName = "CT", patient, f"DEMO^{patient}"
+    ds.Modality, ds.PatientID, ds.PatientName = "CT", patient, f"SYNTH{patient[-3:]}^PATIENT{patient[-3:]}"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
     ds.BodyPartExamined, ds.InstanceNumber = "CHEST", z + 1
     ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 5.0

@@ -11,11 +11,23 @@ from safetensors.torch import load_file
 
 from domainclip.errors import BundleError
 from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, sha256_file
+from domainclip.export.schema import validate_metadata
 from domainclip.methods import build_method
 from domainclip.readers import read
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, to_tensor, to_unit_range
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
+
+
+def refuse_pickles(bundle: Path) -> None:
+    """A bundle holds safetensors and text only; any pickle-capable file is refused unopened."""
+    found = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if found:
+        raise BundleError(f"{bundle}: refusing pickle-capable file(s) {found}; bundles carry safetensors only. "
+                          "Delete them (they were not opened) or re-export the bundle")
 
 
 def verify_sums(bundle: Path) -> None:
@@ -61,6 +73,11 @@ class Predictor:
         out = torch.zeros(len(self.classes), emb.shape[-1]).index_add_(0, torch.tensor(labels), emb)
         return F.normalize(out, dim=-1)
 
+    def load_record(self, record) -> torch.Tensor:
+        """The tower input for a card record (tiles and chips carry their read options)."""
+        arr, meta = read(record.path, reader=self.reader, **self.reader_options, **record.extra.get("read_options", {}))
+        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess, not self.domain.band_projection)
+
     def _to_tensor(self, item) -> torch.Tensor:
         if isinstance(item, (str, Path)):
             arr, meta = read(item, reader=self.reader, **self.reader_options)
@@ -75,10 +92,15 @@ class Predictor:
         return F.normalize(self.tower.encode_image(pixels), dim=-1)
 
     @torch.inference_mode()
-    def predict(self, images) -> torch.Tensor:
-        """(N, K) class probabilities: softmax of the scaled cosine logits."""
+    def logits(self, images) -> torch.Tensor:
+        """(N, K) scaled cosine logits, divided by the bundle's calibration temperature."""
         logits = self.tower.logit_scale * self.embed_images(images) @ self.class_emb.t()
-        return (logits / float(self.meta.get("temperature", 1.0))).softmax(-1)
+        return logits / float(self.meta.get("temperature", 1.0))
+
+    @torch.inference_mode()
+    def predict(self, images) -> torch.Tensor:
+        """(N, K) class probabilities: softmax of ``logits``."""
+        return self.logits(images).softmax(-1)
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Predictor:
@@ -86,9 +108,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Predictor:
     bundle = Path(path)
     if not (bundle / "metadata.json").is_file():
         raise BundleError(f"{bundle}: not a domainclip bundle (metadata.json missing)")
+    refuse_pickles(bundle)
     if verify:
         verify_sums(bundle)
     meta = json.loads((bundle / "metadata.json").read_text())
+    validate_metadata(meta, str(bundle))
     tower = build_tower(meta["tower"]["config"])
     if verify and tower.weights_digest() != meta["tower"]["weights_digest"]:
         raise BundleError(f"{bundle}: the base tower's weights differ from those the bundle was trained on "

@@ -1,52 +1,91 @@
-"""MODEL_CARD.md from bundle metadata."""
+"""MODEL_CARD.md from bundle metadata, with sections mapped to CLAIM and TRIPOD+AI items."""
 from __future__ import annotations
+
+
+def _fmt(m: dict, key: str) -> str:
+    value = m.get(key)
+    if value is None or value != value:  # missing or NaN
+        return "n/a"
+    ci = m.get(f"{key}_ci")
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def _metric_rows(metrics: dict) -> str:
     rows = ["| evaluation | split | n | top-1 | balanced acc. | macro AUROC |", "|---|---|---|---|---|---|"]
     for name, splits in metrics.items():
+        if not isinstance(splits, dict):
+            continue
         for split, m in splits.items():
-            auroc = f"{m['macro_auroc']:.3f}" if "macro_auroc" in m else "n/a"
-            rows.append(f"| {name} | {split} | {m['n']} | {m['top1']:.3f} | {m['balanced_accuracy']:.3f} | {auroc} |")
+            if isinstance(m, dict) and "n" in m:
+                rows.append(f"| {name} | {split} | {m['n']} | {_fmt(m, 'top1')} | {_fmt(m, 'balanced_accuracy')} "
+                            f"| {_fmt(m, 'macro_auroc')} |")
     return "\n".join(rows)
 
 
-def render_model_card(meta: dict) -> str:
-    """A Markdown model card: use, base tower, method, data, metrics, limits, reproduction."""
-    data = meta["data_card"]
-    counts = "\n".join(f"- {split}: {c}" for split, c in data["counts"].items())
-    return f"""# Model card: {meta['method']['name']} adapter for {data['name']}
+def _counts(counts: dict) -> str:
+    classes = list(next(iter(counts.values())))
+    head = "| split | " + " | ".join(classes) + " |\n|---|" + "---|" * len(classes)
+    return head + "".join(f"\n| {s} | " + " | ".join(str(c[k]) for k in classes) + " |" for s, c in counts.items())
 
-## Intended use
-Research evaluation of a CLIP-style model adapted to **{data['modality']}** images for the classes
-{', '.join(meta['classes'])}. Not for clinical decisions without local validation.
+
+def _provenance(captions: dict) -> str:
+    line = f"Template set `{captions['template_set']}`; {captions['count']} distinct captions"
+    llm = captions.get("llm")
+    if llm:
+        line += (f"; LLM expansion with `{llm['model']}` (prompt hash `{llm['prompt_hash']}`): "
+                 f"{llm['accepted']} accepted, rejected {llm['rejected']}")
+    return line + (". Reviewed and approved by a clinician." if captions.get("reviewed") else ". Not clinician-reviewed.")
+
+
+def render_model_card(meta: dict) -> str:
+    """The bundle's model card. Every section maps to reporting-guideline items."""
+    data, tower, method = meta["data_card"], meta["tower"], meta["method"]
+    thresholds = meta.get("thresholds") or {}
+    subgroups = meta.get("subgroups") or {}
+    return f"""# Model card: `{method['name']}` adaptation of `{tower['name']}` for `{data['name']}`
+
+## Model details (CLAIM 1-2, 22-24; TRIPOD+AI 1, 12)
+- Base tower: `{tower['name']}`, weights digest `{tower['weights_digest']}`
+- Method: `{method['name']}` ({method['config']}); loss `{meta['loss'].get('name', 'n/a')}`
+- Preprocessing: reader `{meta['preprocessing']['reader']}` {meta['preprocessing']['reader_options']}, size {meta['preprocessing']['size']}, mean {meta['preprocessing']['mean']}, std {meta['preprocessing']['std']}
+- Software: {meta['versions']}
+
+## Intended use (CLAIM 3; TRIPOD+AI 3c)
+Research evaluation of zero-shot classification of **{data['modality']}** images into:
+{', '.join(meta['classes'])}. Outputs are probabilities for decision support research only.
 
 ## Out-of-scope uses
-Images of other modalities, body parts or acquisition settings than the data card describes;
-any use on a population the validation data does not represent.
+Clinical decisions without local validation; other modalities, body parts, scanners, stains or
+sensors than the data card describes; populations the evaluation data does not represent.
 
-## Base tower and method
-- Tower: `{meta['tower']['name']}` (weights digest `{meta['tower']['weights_digest'][:16]}…`)
-- Method: `{meta['method']['name']}`; loss `{meta.get('loss', {}).get('name', 'n/a')}`
-- Preprocessing: {meta['preprocessing']}
+## Data (CLAIM 7-13; TRIPOD+AI 5-8)
+- Data card `{data['name']}`, sha256 `{data['digest']}`, license: {data['license']}
+- Splits are disjoint at the **{data['split_level']}** level.
 
-## Data
-- Data card: `{data['name']}` (sha256 `{data['digest'][:16]}…`), license: {data.get('license') or 'unspecified'}
-- Split level: **{data['split_level']}**
-- Images per class per split:
-{counts}
+{_counts(data['counts'])}
 
-## Captions
-Template set `{meta['captions']['template_set']}`, {meta['captions']['count']} captions (source: templates).
+## Captions (provenance)
+{_provenance(meta['captions'])}
 
-## Metrics
+## Performance (CLAIM 37-39; TRIPOD+AI 23)
 {_metric_rows(meta['metrics'])}
 
-## Known limitations
-Point estimates without confidence intervals; no calibration step; demo data is synthetic.
+## Calibration and operating points (TRIPOD+AI 12e, 23)
+- Temperature: {meta.get('temperature', 1.0)}
+- Operating points: {thresholds or 'none locked'}
 
-## How to reproduce
+## Subgroups (CLAIM 40; TRIPOD+AI 23b)
+{subgroups or 'No subgroup columns were named in the data card.'}
+
+## Known limitations (CLAIM 41; TRIPOD+AI 25)
+Performance was estimated on the card's held-out split only; external validation is needed.
+Captions derive from class labels, so the text side encodes the label set, not free-text reports.
+Demo data cards contain synthetic images and say so.
+
+## How to reproduce (CLAIM 43; TRIPOD+AI 18)
+The resolved config is `config.yaml` and the data card `data_card.yaml` in this bundle.
 ```
 {meta['reproduce']}
 ```
+Load without training code: `domainclip.load_bundle(path).predict(images)`.
 """

@@ -40,9 +40,10 @@ class Method:
         """True when image features can be computed once and cached."""
         return True
 
-    def export(self, tower: Tower, out_dir: Path) -> list[str]:
-        """Write this method's weights into ``out_dir``; returns the file names written."""
-        return []
+    export_files: tuple[str, ...] = ()
+
+    def export(self, tower: Tower, out_dir: Path) -> None:
+        """Write this method's weights (``export_files``) into ``out_dir``, safetensors only."""
 
     def load(self, tower: Tower, bundle_dir: Path) -> None:
         """Apply the weights written by ``export`` to a freshly built tower."""

@@ -57,9 +57,14 @@ class LoRA(Method):
         base, cfg = self.lora_config(tower)
         self.peft_model = get_peft_model(base, cfg)  # injects in place; the wrapper is for saving
 
-    def export(self, tower, out_dir: Path) -> list[str]:
+    export_files = ("adapter_config.json", "adapter_model.safetensors")
+
+    def export(self, tower, out_dir: Path) -> None:
+        """peft's own layout: ``adapter_config.json`` + ``adapter_model.safetensors``."""
         self.peft_model.save_pretrained(out_dir, safe_serialization=True)
-        return ["adapter_config.json", "adapter_model.safetensors"]
+        readme = Path(out_dir) / "README.md"  # peft's stub card; the bundle has MODEL_CARD.md
+        if readme.is_file():
+            readme.unlink()
 
     def load(self, tower, bundle_dir: Path) -> None:
         from peft import PeftModel

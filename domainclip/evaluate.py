@@ -1,0 +1,68 @@
+"""``python -m domainclip.evaluate bundle=PATH card=PATH [split=test|all] [out=DIR]``
+
+Evaluates an exported bundle on a data card (e.g. an external site's) with no training code
+path: the bundle's own reader settings, preprocessing, prompts and temperature.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from domainclip.errors import DomainClipError
+
+
+def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
+    """Scaled logits (temperature applied) of the bundle for every record, batched."""
+    out = []
+    for i in range(0, len(records), batch_size):
+        chunk = records[i : i + batch_size]
+        pixels = torch.stack([predictor.load_record(r) for r in chunk])
+        out.append(predictor.logits(pixels))
+    return torch.cat(out)
+
+
+def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -> dict:
+    """Metrics of ``bundle`` on ``card``'s split (``all`` = every record)."""
+    from domainclip import load_bundle
+    from domainclip.data import load_card_data
+    from domainclip.evaluation.metrics import classification_metrics
+
+    predictor = load_bundle(bundle)
+    data = load_card_data(card, on_error="fail")
+    if data.class_names != predictor.classes:
+        raise DomainClipError(f"the card's classes {data.class_names} differ from the bundle's {predictor.classes}; "
+                              "list the same classes in the same order")
+    records = [r for recs in data.splits.values() for r in recs] if split == "all" else data.splits[split]
+    if not records:
+        raise DomainClipError(f"split '{split}' of {card} is empty")
+    logits = bundle_logits(predictor, records)
+    multi = data.card.task == "multi_label"
+    targets = torch.stack([torch.zeros(len(data.class_names)).index_fill_(0, torch.tensor(r.labels), 1.0) for r in records]) \
+        if multi else torch.tensor([r.label for r in records])
+    return {"bundle": str(bundle), "card": data.card.name, "card_digest": data.digest, "split": split,
+            "metrics": classification_metrics(logits, targets, data.class_names)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.split("=", 1) for a in (argv if argv is not None else sys.argv[1:]))
+    if not {"bundle", "card"} <= set(args) or set(args) - {"bundle", "card", "split", "out"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_bundle(args["bundle"], args["card"], args.get("split", "test"))
+    except DomainClipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(result, indent=2)
+    if "out" in args:
+        Path(args["out"]).mkdir(parents=True, exist_ok=True)
+        (Path(args["out"]) / "metrics.json").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""``python -m domainclip.export run_dir=PATH [merge=true]``: re-export a finished run's bundle.
+
+The run's resolved ``config.yaml`` rebuilds the task; the trained tensors come from
+``checkpoints/last.ckpt`` (loaded with ``weights_only=True``); metrics from ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from domainclip.errors import DomainClipError
+
+
+def reexport(run_dir: Path, merge: bool | None = None) -> Path:
+    """Rebuild the run's task from its config and checkpoint, then write ``bundle/`` again."""
+    from domainclip.run import export_bundle, setup
+
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.is_file():
+        raise DomainClipError(f"{run_dir}: config.yaml missing; is this a domainclip run directory?")
+    cfg = OmegaConf.load(cfg_file)
+    cfg.run_dir = str(run_dir)
+    if merge is not None:
+        cfg.export.merge = merge
+    parts = setup(cfg)
+    if parts.task.method.trains:
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise DomainClipError(f"{ckpt} missing: the run kept no checkpoint (trainer.enable_checkpointing=false?)")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        missing = {n for n, p in parts.task.named_parameters() if p.requires_grad} - set(state)
+        if missing:
+            raise DomainClipError(f"{ckpt} lacks trained tensors {sorted(missing)[:5]}; it belongs to another run")
+        parts.task.load_state_dict(state, strict=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    return export_bundle(parts, metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.split("=", 1) for a in (argv if argv is not None else sys.argv[1:]))
+    unknown = set(args) - {"run_dir", "merge"}
+    if "run_dir" not in args or unknown:
+        print(f"usage: python -m domainclip.export run_dir=PATH [merge=true|false] (unknown: {sorted(unknown)})",
+              file=sys.stderr)
+        return 2
+    merge = None if "merge" not in args else args["merge"].lower() in ("1", "true", "yes")
+    try:
+        out = reexport(Path(args["run_dir"]), merge)
+    except DomainClipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"bundle written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""PHI audit of everything a bundle will contain, run before anything is written."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from domainclip.captions.validate import PHI_PATTERNS, norm
+from domainclip.errors import BundleError
+
+DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate")
+UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+ALWAYS_TAGS = ("PatientName", "PatientID", "AccessionNumber", "InstitutionName", "ReferringPhysicianName")
+
+
+@dataclass(frozen=True)
+class Hit:
+    location: str
+    kind: str
+
+
+def identifying_values(data, max_files: int | None = None) -> dict[str, str]:
+    """Identifying values found in the data: manifest PHI columns and DICOM header tags."""
+    values: dict[str, str] = {}
+    card = data.card
+    cols = set(card.phi.columns)
+    records = [r for rs in data.splits.values() for r in rs]
+    for rec in records:
+        if card.columns.group in cols:
+            values[rec.group] = f"manifest column '{card.columns.group}'"
+        for k, v in rec.extra.items():
+            if k in cols and v:
+                values[str(v)] = f"manifest column '{k}'"
+    if card.reader.name == "dicom":
+        values.update(_dicom_values(sorted({r.path for r in records})[:max_files], card.phi.dicom_tags))
+    return {v: src for v, src in values.items() if len(v.strip()) >= 3}
+
+
+def _dicom_values(paths, tags) -> dict[str, str]:
+    import pydicom
+
+    out = {}
+    wanted = set(tags) | set(ALWAYS_TAGS) | set(DATE_TAGS) | set(UID_TAGS)
+    for p in paths:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=sorted(wanted))
+        except Exception:  # noqa: BLE001 - unreadable files are the readers' business
+            continue
+        for tag in wanted:
+            value = str(getattr(ds, tag, "") or "").strip()
+            if value:
+                out[value] = f"DICOM tag {tag}"
+                if tag == "PatientName" and "^" in value:
+                    out.update({part: f"DICOM tag {tag}" for part in value.split("^") if len(part) >= 3})
+    return out
+
+
+def _walk(node, where: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{where}[{i}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def audit(texts: dict[str, object], identifiers: dict[str, str], free_text: set[str]) -> list[Hit]:
+    """Scan ``texts`` (name -> str or nested data) for identifying values anywhere, and for generic
+    PHI patterns in the free-text entries named in ``free_text`` (captions, class names, card text)."""
+    hits = []
+    idents = [(re.compile(r"(?<![a-z0-9])" + re.escape(norm(v)) + r"(?![a-z0-9])"), src)
+              for v, src in identifiers.items() if norm(v)]
+    for name, node in texts.items():
+        for where, text in _walk(node, name):
+            low = norm(text)
+            for pattern, src in idents:
+                if pattern.search(low):
+                    hits.append(Hit(where, f"identifying value from {src}"))
+            if name in free_text:
+                for kind, pattern in PHI_PATTERNS.items():
+                    if pattern.search(text):
+                        hits.append(Hit(where, f"{kind}-like pattern"))
+    return hits
+
+
+def refuse_on_hits(hits: list[Hit]) -> None:
+    """Raise naming every location that holds PHI; nothing has been written yet."""
+    if hits:
+        listing = "\n".join(f"  - {h.location}: {h.kind}" for h in hits[:20])
+        raise BundleError(f"PHI audit failed; the bundle was not written. {len(hits)} hit(s):\n{listing}\n"
+                          "Remove the identifying text (captions, class names, card fields) and export again.")
