@@ -15,7 +15,7 @@ from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
 from domainclip.data.preflight import write_quarantine
-from domainclip.evaluation import classification_metrics, zero_shot_logits
+from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.paths import cache_dir
 from domainclip.report import print_summary, write_report
 from domainclip.task import ContrastiveTask
@@ -88,12 +88,12 @@ def input_adapter_spec(data: CardData) -> dict | None:
     return {"in_channels": len(bands), "init": [b if isinstance(b, int) else bands.index(b) for b in pick]}
 
 
-def evaluate_zero_shot(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str]) -> dict:
-    """Zero-shot metrics per split with the template prompt ensemble."""
-    emb = task.class_embeddings()
+def evaluate_splits(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str]) -> dict:
+    """Metrics per split of the method's class logits (the template zero-shot ensemble unless the
+    method learns prompts or a probe)."""
     out = {}
     for split in splits:
-        logits, targets = zero_shot_logits(task.tower, dm._loader(split, shuffle=False), emb.detach())
+        logits, targets = task_logits(task, dm._loader(split, shuffle=False))
         out[split] = classification_metrics(logits, targets, classes)
     return out
 
@@ -119,7 +119,7 @@ def setup(cfg: DictConfig) -> RunParts:
     t = time.perf_counter()
     task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
-                           seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
+                           class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
     timings["features_s"] = time.perf_counter() - t
@@ -146,12 +146,11 @@ def run(cfg: DictConfig) -> Result:
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
-    before = evaluate_zero_shot(task, dm, splits, data.class_names)
-    if task.method.trains:
-        build_trainer(cfg, parts.run_dir).fit(task, datamodule=dm)
+    before = evaluate_splits(task, dm, splits, data.class_names)
+    method_report = task.method.fit(task, dm, lambda: build_trainer(cfg, parts.run_dir))
     timings["train_s"] = time.perf_counter() - t
-    after = evaluate_zero_shot(task, dm, splits, data.class_names) if task.method.trains else before
-    metrics = {"zero_shot_before": before, "zero_shot_after": after}
+    after = evaluate_splits(task, dm, splits, data.class_names)
+    metrics = {"zero_shot_before": before, "zero_shot_after": after, **({"method": method_report} if method_report else {})}
     t = time.perf_counter()
     bundle = export_bundle(parts, metrics) if cfg.export.enabled else None
     timings["export_s"] = time.perf_counter() - t

@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from domainclip.evaluation.zero_shot import class_embeddings, image_embeddings
 from domainclip.losses import LOSSES
 from domainclip.methods import build_method
+from domainclip.methods.base import PromptSet, image_embeddings
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 
@@ -20,16 +20,32 @@ def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:
     return int.from_bytes(digest, "little") % n
 
 
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for class indices, binary cross-entropy for multi-hot targets."""
+    if labels.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.cross_entropy(logits, labels)
+
+
+def hit_rate(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of samples whose best class is (one of) their label(s)."""
+    pred = logits.argmax(-1)
+    hit = labels.gather(1, pred[:, None])[:, 0] > 0 if labels.ndim == 2 else pred == labels
+    return hit.float().mean()
+
+
 class ContrastiveTask(pl.LightningModule):
-    """Contrastive adaptation of a tower with a method and a loss.
+    """Adaptation of a tower with a method and a loss.
 
     ``captions`` holds every distinct caption once (tokenised once); a training image of caption
     pool ``p`` is paired with one of ``pools[p]`` per epoch (seeded); the zero-shot prompt ensemble of
-    class ``k`` is ``class_prompts[k]``.
+    class ``k`` is ``class_prompts[k]``. Methods whose objective is ``classification`` train with
+    cross-entropy over their class logits instead of the caption loss.
     """
 
     def __init__(self, tower: dict, method: dict, loss: dict, captions: list[str], pools: list[list[int]],
-                 class_prompts: list[list[int]], seed: int = 0, max_epochs: int = 1, input_adapter: dict | None = None):
+                 class_prompts: list[list[int]], class_names: list[str], seed: int = 0, max_epochs: int = 1,
+                 input_adapter: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.loss_fn = LOSSES.get(loss["name"])  # validate names before loading any weights
@@ -38,7 +54,7 @@ class ContrastiveTask(pl.LightningModule):
         if input_adapter:
             pre = self.tower.preprocess
             self.tower.input_adapter = BandProjection(input_adapter["in_channels"], input_adapter["init"], pre.mean, pre.std)
-        self.method.prepare(self.tower)
+        self.method.prepare(self.tower, class_names)
         tokens = self.tower.tokenize(captions)
         self.register_buffer("caption_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("caption_mask", tokens["attention_mask"], persistent=False)
@@ -46,8 +62,21 @@ class ContrastiveTask(pl.LightningModule):
         self.register_buffer("prompt_rows", torch.tensor(rows), persistent=False)
         self.register_buffer("prompt_labels", torch.tensor([k for k, p in enumerate(class_prompts) for _ in p]),
                              persistent=False)
-        self.num_classes = len(class_prompts)
+        self.class_names = list(class_names)
         self.strict_loading = False  # checkpoints hold only trained tensors
+
+    def prompt_set(self) -> PromptSet:
+        """The template prompt ensemble (the same templates as the captions)."""
+        rows = self.prompt_rows
+        return PromptSet(self.caption_ids[rows], self.caption_mask[rows], self.prompt_labels, self.class_names)
+
+    def class_embeddings(self) -> torch.Tensor:
+        """(K, D) class embeddings of the method (template ensemble unless it learns prompts)."""
+        return self.method.class_embeddings(self.tower, self.prompt_set())
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """(B, K) class logits of the method for a batch."""
+        return self.method.logits(self.tower, batch, self.prompt_set())
 
     def pick_captions(self, pools: torch.Tensor, indexes: torch.Tensor, epoch: int) -> torch.Tensor:
         """Caption row per sample; validation passes ``epoch=0`` so its captions are fixed."""
@@ -55,40 +84,30 @@ class ContrastiveTask(pl.LightningModule):
         rows = [bank[int(p)][caption_choice(seed, epoch, int(i), len(bank[int(p)]))] for p, i in zip(pools, indexes)]
         return torch.tensor(rows, device=self.caption_ids.device)
 
-    def class_embeddings(self) -> torch.Tensor:
-        """(K, D) zero-shot class embeddings from the prompt ensembles."""
-        rows = self.prompt_rows
-        return class_embeddings(self.tower, self.caption_ids[rows], self.caption_mask[rows], self.prompt_labels,
-                                self.num_classes)
-
     def text_embeddings(self, rows: torch.Tensor) -> torch.Tensor:
         """Encode each distinct caption once, then gather per sample."""
         unique, inverse = torch.unique(rows, return_inverse=True)
         emb = self.tower.encode_text(self.caption_ids[unique], self.caption_mask[unique])
         return F.normalize(emb, dim=-1)[inverse]
 
-    def _step(self, batch: dict, epoch: int) -> torch.Tensor:
+    def _loss(self, batch: dict, epoch: int) -> torch.Tensor:
+        if self.method.objective == "classification":
+            return classification_loss(self.logits(batch), batch["label"])
         img = image_embeddings(self.tower, batch)
         txt = self.text_embeddings(self.pick_captions(batch["pool"], batch["index"], epoch))
         # same pool = same label set: the label-aware loss treats those pairs as positives
         return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["pool"], logit_bias=self.tower.logit_bias)
 
     def training_step(self, batch, batch_idx):
-        loss = self._step(batch, self.current_epoch)
+        loss = self._loss(batch, self.current_epoch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
         self.log("train/logit_scale", self.tower.logit_scale.detach(), batch_size=len(batch["label"]))
         return loss
 
-    def on_validation_epoch_start(self):
-        self._class_emb = self.class_embeddings()
-
     def validation_step(self, batch, batch_idx):
         n = len(batch["label"])
-        self.log("val/loss", self._step(batch, 0), prog_bar=True, batch_size=n)
-        pred = (image_embeddings(self.tower, batch) @ self._class_emb.t()).argmax(-1)
-        label = batch["label"]
-        hit = label.gather(1, pred[:, None])[:, 0] > 0 if label.ndim == 2 else pred == label
-        self.log("val/zero_shot_top1", hit.float().mean(), prog_bar=True, batch_size=n)
+        self.log("val/loss", self._loss(batch, 0), prog_bar=True, batch_size=n)
+        self.log("val/top1", hit_rate(self.logits(batch), batch["label"]), prog_bar=True, batch_size=n)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -114,3 +114,12 @@ def test_standalone_evaluate_reproduces_run_metrics(pathology_run, tmp_path):
     got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
     want = pathology_run.metrics["zero_shot_after"]["test"]
     assert got["top1"] == want["top1"] and got["macro_auroc"] == pytest.approx(want["macro_auroc"], abs=1e-6)
+
+
+def test_wandb_logger_runs_offline(make_cfg, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = run(make_cfg("recipe=satellite", "logger=wandb", "trainer.max_epochs=1", "export.enabled=false", *FAST))
+    offline_runs = list((result.run_dir / "wandb").glob("offline-run-*"))
+    assert offline_runs, "wandb should write an offline run with no network"
+    assert (result.run_dir / "logs" / "version_0" / "metrics.csv").is_file()  # CSV stays on

@@ -70,8 +70,8 @@ def test_lora_trains_only_adapters_and_heads_and_starts_as_identity(tiny_clip_di
     pix = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         before = tower.encode_text(**tok), tower.encode_image(pix)
-    method = build_method({"name": "lora", "sides": sides, "r": 4})
-    method.prepare(tower)
+    method = build_method({"name": "lora", "sides": sides, "r": 4, "train_heads": True})
+    method.prepare(tower, ["a", "b"])
     trainable = [n for n, p in tower.named_parameters() if p.requires_grad]
     heads = {"model.visual_projection.weight", "model.text_projection.weight", "log_logit_scale"}
     assert set(trainable) - heads and all("lora_" in n or n in heads for n in trainable)
@@ -85,13 +85,13 @@ def test_lora_trains_only_adapters_and_heads_and_starts_as_identity(tiny_clip_di
 
 def test_zero_shot_method_trains_nothing(embedded):
     method = build_method({"name": "zero_shot"})
-    method.prepare(embedded)
+    method.prepare(embedded, ["a", "b"])
     assert not any(p.requires_grad for p in embedded.parameters()) and not method.trains
 
 
 def test_frozen_batchnorm_stays_in_eval_mode():
     tower = build_tower(EMBEDDED)
-    build_method({"name": "lora", "sides": ["text"]}).prepare(tower)
+    build_method({"name": "lora", "sides": ["text"]}).prepare(tower, ["a", "b"])
     tower.train()
     bns = [m for m in tower.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)

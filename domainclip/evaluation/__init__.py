@@ -1,5 +1,5 @@
-"""Evaluation: zero-shot classification and metrics."""
+"""Evaluation: class logits over splits and classification metrics."""
 from domainclip.evaluation.metrics import classification_metrics
-from domainclip.evaluation.zero_shot import class_embeddings, zero_shot_logits
+from domainclip.evaluation.zero_shot import task_logits
 
-__all__ = ["class_embeddings", "classification_metrics", "zero_shot_logits"]
+__all__ = ["classification_metrics", "task_logits"]

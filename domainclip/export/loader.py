@@ -13,6 +13,7 @@ from domainclip.errors import BundleError
 from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, sha256_file
 from domainclip.export.schema import validate_metadata
 from domainclip.methods import build_method
+from domainclip.methods.base import PromptSet
 from domainclip.readers import read
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
@@ -61,7 +62,9 @@ class Predictor:
         self.preprocess = Preprocess(size=pre["size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]))
         self.domain = DomainOptions.from_dict(pre.get("domain"))
         self.reader, self.reader_options, self.units = pre["reader"], pre.get("reader_options", {}), pre.get("units")
-        self.class_emb = self.embed_texts(meta["captions"]["texts"], meta["captions"]["labels"])
+        tok = tower.tokenize(meta["captions"]["texts"])
+        self.prompts = PromptSet(tok["input_ids"], tok["attention_mask"], torch.tensor(meta["captions"]["labels"]),
+                                 self.classes)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str], labels: list[int] | None = None) -> torch.Tensor:
@@ -94,7 +97,8 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, images) -> torch.Tensor:
         """(N, K) scaled cosine logits, divided by the bundle's calibration temperature."""
-        logits = self.tower.logit_scale * self.embed_images(images) @ self.class_emb.t()
+        pixels = images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
+        logits = self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
         return logits / float(self.meta.get("temperature", 1.0))
 
     @torch.inference_mode()
@@ -121,7 +125,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Predictor:
         spec, pre = meta["input_adapter"], tower.preprocess
         tower.input_adapter = BandProjection(spec["in_channels"], spec["init"], pre.mean, pre.std)
     method = build_method(meta["method"]["config"])
-    method.load(tower, bundle)
+    method.load(tower, bundle, list(meta["classes"]))
     heads = load_file(str(bundle / HEADS_FILE))
     with torch.no_grad():
         for name, tensor in tower.export_state_dict().items():

@@ -50,10 +50,10 @@ class LoRA(Method):
                          target_modules=target_regex({s: prefixes[s] for s in self.sides}, targets))
         return base, cfg
 
-    def prepare(self, tower) -> None:
+    def prepare(self, tower, class_names) -> None:
         from peft import get_peft_model
 
-        super().prepare(tower)
+        super().prepare(tower, class_names)
         base, cfg = self.lora_config(tower)
         self.peft_model = get_peft_model(base, cfg)  # injects in place; the wrapper is for saving
 
@@ -66,8 +66,9 @@ class LoRA(Method):
         if readme.is_file():
             readme.unlink()
 
-    def load(self, tower, bundle_dir: Path) -> None:
+    def load(self, tower, bundle_dir: Path, class_names) -> None:
         from peft import PeftModel
 
+        super(LoRA, self).prepare(tower, class_names)  # heads and adapter flags, no fresh LoRA
         base, _ = tower.lora_scope(self.sides)
         self.peft_model = PeftModel.from_pretrained(base, bundle_dir)

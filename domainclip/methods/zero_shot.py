@@ -9,10 +9,10 @@ class ZeroShot(Method):
     """Uses the tower as it is."""
 
     name = "zero_shot"
-    trains = False
+    objective = "none"
 
     def __init__(self, **kwargs):
         super().__init__(train_heads=False, **{k: v for k, v in kwargs.items() if k != "train_heads"})
 
-    def prepare(self, tower) -> None:
+    def prepare(self, tower, class_names) -> None:
         freeze(tower)

@@ -42,6 +42,7 @@ class Tower(nn.Module):
     preprocess: Preprocess
     lora_targets: dict[str, list[str]]
     max_text_length: int = 77
+    heads_pretrained: bool = True  # False for LiT pairs whose projections start random
 
     def __init__(self, init_logit_scale: float = math.log(1 / 0.07)):
         super().__init__()

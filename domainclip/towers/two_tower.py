@@ -61,6 +61,8 @@ class _HFImage(nn.Module):
 class TwoTower(Tower):
     """Image encoder + text encoder (mean-pooled) + linear projections into ``embed_dim``."""
 
+    heads_pretrained = False
+
     def __init__(
         self,
         image: dict | None = None,
