@@ -88,12 +88,13 @@ def input_adapter_spec(data: CardData) -> dict | None:
     return {"in_channels": len(bands), "init": [b if isinstance(b, int) else bands.index(b) for b in pick]}
 
 
-def evaluate_splits(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str]) -> dict:
+def evaluate_splits(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str],
+                    zero_shot: bool = False) -> dict:
     """Metrics per split of the method's class logits (the template zero-shot ensemble unless the
-    method learns prompts or a probe)."""
+    method learns prompts or a probe; always the ensemble with ``zero_shot``)."""
     out = {}
     for split in splits:
-        logits, targets = task_logits(task, dm._loader(split, shuffle=False))
+        logits, targets = task_logits(task, dm._loader(split, shuffle=False), zero_shot)
         out[split] = classification_metrics(logits, targets, classes)
     return out
 
@@ -146,7 +147,7 @@ def run(cfg: DictConfig) -> Result:
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
-    before = evaluate_splits(task, dm, splits, data.class_names)
+    before = evaluate_splits(task, dm, splits, data.class_names, zero_shot=True)
     method_report = task.method.fit(task, dm, lambda: build_trainer(cfg, parts.run_dir))
     timings["train_s"] = time.perf_counter() - t
     after = evaluate_splits(task, dm, splits, data.class_names)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytorch_lightning as pl
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from domainclip.losses import LOSSES
 from domainclip.methods import build_method
-from domainclip.methods.base import PromptSet, image_embeddings
+from domainclip.methods.base import Method, PromptSet, image_embeddings
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 
@@ -18,6 +19,19 @@ def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:
     """Seeded draw of one of ``n`` captions for sample ``index`` in ``epoch``."""
     digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % n
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1):
+    """LR multiplier: linear warm-up over the first 10% of steps, then cosine decay to zero."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -74,9 +88,11 @@ class ContrastiveTask(pl.LightningModule):
         """(K, D) class embeddings of the method (template ensemble unless it learns prompts)."""
         return self.method.class_embeddings(self.tower, self.prompt_set())
 
-    def logits(self, batch: dict) -> torch.Tensor:
-        """(B, K) class logits of the method for a batch."""
-        return self.method.logits(self.tower, batch, self.prompt_set())
+    def logits(self, batch: dict, zero_shot: bool = False) -> torch.Tensor:
+        """(B, K) class logits of the method for a batch; ``zero_shot`` uses the template
+        prompt ensemble whatever the method (the baseline)."""
+        method = Method() if zero_shot else self.method
+        return method.logits(self.tower, batch, self.prompt_set())
 
     def pick_captions(self, pools: torch.Tensor, indexes: torch.Tensor, epoch: int) -> torch.Tensor:
         """Caption row per sample; validation passes ``epoch=0`` so its captions are fixed."""
@@ -110,10 +126,16 @@ class ContrastiveTask(pl.LightningModule):
         self.log("val/top1", hit_rate(self.logits(batch), batch["label"]), prog_bar=True, batch_size=n)
 
     def configure_optimizers(self):
+        heads = {id(t) for t in self.tower.head_state_dict().values()}
         params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.method.lr, weight_decay=self.method.weight_decay)
+        groups = [{"params": [p for p in params if id(p) not in heads]},
+                  {"params": [p for p in params if id(p) in heads], "lr": self.method.head_lr or self.method.lr}]
+        groups = [g for g in groups if g["params"]]
+        for g in groups:
+            g.setdefault("lr", self.method.lr)
+        opt = torch.optim.AdamW(groups, lr=self.method.lr, weight_decay=self.method.weight_decay)
         steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.method.lr, total_steps=steps, pct_start=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

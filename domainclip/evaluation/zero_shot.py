@@ -6,13 +6,13 @@ from torch.utils.data import DataLoader
 
 
 @torch.inference_mode()
-def task_logits(task, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    """The method's logits (N, K) and targets for every sample of ``loader``."""
+def task_logits(task, loader: DataLoader, zero_shot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The method's logits (N, K) (or the template zero-shot ones) and targets for ``loader``."""
     was_training = task.training
     task.eval()
     logits, targets = [], []
     for batch in loader:
-        logits.append(task.logits(batch))
+        logits.append(task.logits(batch, zero_shot=zero_shot))
         targets.append(batch["label"])
     task.train(was_training)
     return torch.cat(logits).float(), torch.cat(targets)

@@ -59,8 +59,10 @@ class Method:
     objective = "contrastive"
     export_files: tuple[str, ...] = ()
 
-    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, train_heads: bool | None = None):
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, train_heads: bool | None = None,
+                 head_lr: float | None = None):
         self.lr, self.weight_decay, self.train_heads = float(lr), float(weight_decay), train_heads
+        self.head_lr = None if head_lr is None else float(head_lr)
 
     @property
     def trains(self) -> bool:

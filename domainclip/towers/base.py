@@ -100,7 +100,26 @@ class Tower(nn.Module):
 
     def token_embedding(self) -> nn.Embedding:
         """The text tower's token-embedding layer (for prompt learning)."""
-        return self.text_encoder.get_input_embeddings()
+        base = getattr(self.text_encoder, "get_base_model", lambda: self.text_encoder)()
+        if hasattr(base, "get_input_embeddings"):
+            try:
+                return base.get_input_embeddings()
+            except NotImplementedError:
+                pass
+        return base.embeddings.token_embedding
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the shared embedding space."""
+        tok = self.tokenize(["x"])
+        with torch.no_grad():
+            return int(self.encode_text(tok["input_ids"], tok["attention_mask"]).shape[-1])
+
+    def vision_embeddings(self) -> tuple[nn.Module, int]:
+        """The ViT patch-embedding module and hidden size (for visual prompt tuning)."""
+        from domainclip.errors import ConfigError
+
+        raise ConfigError(f"tower '{type(self).__name__}' has no ViT image encoder; visual prompts need one")
 
     def lora_scope(self, sides: list[str]) -> tuple[nn.Module, dict[str, str]]:
         """The module LoRA wraps for these sides (its peft base) and each side's name prefix in it."""

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
 from domainclip.towers.two_tower import _local_or_hub
 from domainclip.transforms.pipeline import Preprocess
@@ -51,6 +53,9 @@ class HFClipTower(Tower):
     def lora_scope(self, sides):
         return self.model, {"image": "vision_model.", "text": "text_model."}
 
+    def vision_embeddings(self):
+        return self.model.vision_model.embeddings, self.model.config.vision_config.hidden_size
+
     def backbone_features(self, pixels):
         return self.image_encoder(pixel_values=pixels).pooler_output
 
@@ -75,3 +80,23 @@ class HFClipTower(Tower):
         if not p.is_dir():
             raise ConfigError(f"cannot digest weights of hub id '{self.source}': download it and pass the directory")
         return files_digest(weight_files(p))
+
+
+@TOWERS.register("hf_siglip")
+class HFSiglipTower(HFClipTower):
+    """A SiglipModel: pooled outputs already pass its own heads; a learnable logit bias."""
+
+    model_class = "SiglipModel"
+
+    def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None):
+        super().__init__(path, max_length, lora_targets)
+        self.logit_bias = nn.Parameter(self.model.logit_bias.detach().clone().reshape(()))
+
+    def image_head(self, features):
+        return features
+
+    def text_head(self, features):
+        return features
+
+    def head_state_dict(self):
+        return {"log_logit_scale": self.log_logit_scale, "logit_bias": self.logit_bias}

@@ -98,6 +98,12 @@ class TwoTower(Tower):
                          mean=tuple(image.get("mean", (0.5, 0.5, 0.5))), std=tuple(image.get("std", (0.5, 0.5, 0.5))))
         return enc, pre, image.get("lora_targets") or ["query", "value", "q_proj", "v_proj"]
 
+    def vision_embeddings(self):
+        net = getattr(self.image_encoder, "net", None)
+        if isinstance(self.image_encoder, _HFImage) and hasattr(net, "embeddings"):
+            return net.embeddings, net.config.hidden_size
+        return super().vision_embeddings()
+
     def lora_scope(self, sides):
         if set(sides) == {"text"}:
             return self.text_encoder, {"text": ""}
