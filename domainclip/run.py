@@ -14,6 +14,7 @@ from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
+from domainclip.data.few_shot import few_shot_subset
 from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.paths import cache_dir
@@ -112,6 +113,8 @@ def setup(cfg: DictConfig) -> RunParts:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     timings, t0 = {}, time.perf_counter()
     data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
+    if cfg.data.get("shots"):
+        data.splits["train"] = few_shot_subset(data.splits["train"], int(cfg.data.shots), int(cfg.seed))
     if data.quarantine:
         write_quarantine(run_dir / "quarantine.jsonl", data.quarantine)
     bank, caption_report = prepare_captions(data, cfg.captions.template_set, plain(cfg.captions.llm),
@@ -122,7 +125,8 @@ def setup(cfg: DictConfig) -> RunParts:
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
                            class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
-    dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed)
+    dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
+                         balanced=bool(cfg.data.get("balanced_sampling", False)))
     timings["features_s"] = time.perf_counter() - t
     return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings)
 
@@ -140,7 +144,21 @@ def export_bundle(parts: RunParts, metrics: dict) -> Path:
 
 
 def run(cfg: DictConfig) -> Result:
-    """The whole job: data, captions, training, evaluation, export. Tests call this."""
+    """The whole job: data, captions, training, evaluation, export. Tests call this.
+
+    With ``data.shots=K`` and ``data.seeds=[...]`` it runs the few-shot protocol: one K-shot
+    run per seed (under ``run_dir/seed_S``), aggregated as mean and sd in ``metrics.json``.
+    """
+    seeds = list(cfg.data.get("seeds") or [])
+    if cfg.data.get("shots") and seeds:
+        from domainclip.few_shot_protocol import run_few_shot
+
+        return run_few_shot(cfg, seeds, run_once)
+    return run_once(cfg)
+
+
+def run_once(cfg: DictConfig) -> Result:
+    """One run: data, captions, training, evaluation, export."""
     t0 = time.perf_counter()
     parts = setup(cfg)
     (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -56,3 +56,26 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     CLIPModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory) -> Path:
+    """A 2-layer SiglipModel built from a config and saved, with the MiniLM (BERT) tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, SiglipConfig, SiglipModel
+
+    from domainclip.towers.two_tower import minilm_path
+
+    out = tmp_path_factory.mktemp("tiny-siglip")
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    cfg = SiglipConfig(
+        text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=tok.sep_token_id,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+    )
+    torch.manual_seed(0)
+    SiglipModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

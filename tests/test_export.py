@@ -24,16 +24,14 @@ TINY = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 
 def fit_and_export(cfg):
     parts = setup(cfg)
-    if parts.task.method.trains:
-        build_trainer(cfg, parts.run_dir).fit(parts.task, datamodule=parts.dm)
+    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
     return parts, export_bundle(parts, {"zero_shot_after": {}})
 
 
 def in_process_probs(task, pixels):
     with torch.inference_mode():
         task.eval()
-        img = F.normalize(task.tower.encode_image(pixels), dim=-1)
-        return (task.tower.logit_scale * img @ task.class_embeddings().t()).softmax(-1)
+        return task.logits({"pixels": pixels}).softmax(-1)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,13 @@ def tiny_both(tmp_path_factory, tiny_clip_dir):
     ["method=lora", "method.sides=[text]"],
     ["method=lora", "method.sides=[image]"],
     ["method=zero_shot"],
-])
+    ["method=linear_probe"],
+    ["method=coop"],
+    ["method=cocoop"],
+    ["method=vpt"],
+    ["method=full", "method.unlocked_layers=1"],
+    ["method=wise_ft", "method.inner=lora", "+method.inner_options.sides=[text]"],
+], ids=lambda o: "-".join(x.split("=", 1)[1] for x in o))
 def test_round_trip_predictions_equal_in_process(make_cfg, tiny_clip_dir, overrides):
     parts, bundle = fit_and_export(make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}",
                                             *overrides, *TINY))

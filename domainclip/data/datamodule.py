@@ -1,23 +1,45 @@
 """LightningDataModule over per-split datasets (image tensors or cached features)."""
 from __future__ import annotations
 
+from collections import Counter
+
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+
+def dataset_labels(dataset: Dataset) -> list[int]:
+    """First label of every sample (class-balanced sampling uses it)."""
+    if hasattr(dataset, "records"):
+        return [r.label for r in dataset.records]
+    labels = dataset.labels
+    return (labels.argmax(-1) if labels.ndim == 2 else labels).tolist()
+
+
+def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw classes equally often: weight 1 / (class count), with replacement."""
+    labels = dataset_labels(dataset)
+    counts = Counter(labels)
+    weights = torch.tensor([1.0 / counts[y] for y in labels], dtype=torch.double)
+    return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
 
 
 class SplitDataModule(pl.LightningDataModule):
-    """Serves ready-made train/val/test datasets with a seeded shuffling generator."""
+    """Serves ready-made train/val/test datasets with a seeded shuffling generator; with
+    ``balanced=True`` the train loader samples classes equally often."""
 
-    def __init__(self, datasets: dict[str, Dataset], batch_size: int = 32, num_workers: int = 0, seed: int = 0):
+    def __init__(self, datasets: dict[str, Dataset], batch_size: int = 32, num_workers: int = 0, seed: int = 0,
+                 balanced: bool = False):
         super().__init__()
         self.datasets, self.batch_size, self.num_workers, self.seed = datasets, batch_size, num_workers, seed
+        self.balanced = balanced
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
+        sampler = balanced_sampler(self.datasets[split], gen) if shuffle and self.balanced else None
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=gen,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=False,
+            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+            generator=gen, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:

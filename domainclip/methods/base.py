@@ -108,8 +108,9 @@ class Method:
         """Write this method's weights (``export_files``) into ``out_dir``, safetensors only."""
 
     def load(self, tower: Tower, bundle_dir: Path, class_names: list[str]) -> None:
-        """Rebuild this method's modules on a fresh tower and load the exported weights."""
+        """Rebuild this method's modules on a fresh tower and load the exported weights (frozen)."""
         self.prepare(tower, class_names)
+        freeze(tower)
 
 
 def build_method(cfg: dict) -> Method:

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from domainclip.errors import ConfigError
-from domainclip.methods.base import METHODS, Method
+from domainclip.methods.base import METHODS, Method, freeze
 
 SIDES = ("image", "text")
 
@@ -72,3 +72,4 @@ class LoRA(Method):
         super(LoRA, self).prepare(tower, class_names)  # heads and adapter flags, no fresh LoRA
         base, _ = tower.lora_scope(self.sides)
         self.peft_model = PeftModel.from_pretrained(base, bundle_dir)
+        freeze(tower)

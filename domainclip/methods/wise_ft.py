@@ -23,11 +23,12 @@ class WiseFT(Method):
 
     name = "wise_ft"
 
-    def __init__(self, inner: dict | None = None, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), reference_card: str | None = None,
-                 **kwargs):
+    def __init__(self, inner: str | dict = "lora", inner_options: dict | None = None,
+                 alphas=(0.0, 0.25, 0.5, 0.75, 1.0), reference_card: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.inner = build_method({"name": "full", **{k: v for k, v in kwargs.items() if k in ("lr", "weight_decay")},
-                                   **(inner or {})})
+        spec = {"name": inner} if isinstance(inner, str) else dict(inner)
+        shared = {k: v for k, v in kwargs.items() if k in ("lr", "weight_decay", "head_lr", "train_heads")}
+        self.inner = build_method({**shared, **spec, **(inner_options or {})})
         self.alphas, self.reference_card = [float(a) for a in alphas], reference_card
         self.objective, self.export_files = self.inner.objective, self.inner.export_files
         self.lr, self.weight_decay = self.inner.lr, self.inner.weight_decay

@@ -1,0 +1,150 @@
+"""Every (tower x method) case, in the style of peft's test tables: only the intended parameters
+train, a few steps reduce the loss on a separable toy set, and save/reload gives identical outputs."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from domainclip.methods import build_method
+from domainclip.methods.base import PromptSet
+from domainclip.task import ContrastiveTask
+from domainclip.towers import build_tower
+
+CLASSES = ["red", "green", "blue", "grey"]
+COLOURS = torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1], [0, 0, 0]])
+CAPTIONS = [t.format(c) for c in CLASSES for t in ("a photo of {}.", "a {} image.")]
+POOLS = [[2 * k, 2 * k + 1] for k in range(len(CLASSES))]
+
+HEADS = r"(log_logit_scale|logit_bias|image_proj|text_proj|visual_projection|text_projection)"
+TRAINABLE = {
+    "zero_shot": None,
+    "linear_probe": None,
+    "lora": r"lora_",
+    "coop": r"prompt_learner\.",
+    "cocoop": r"prompt_learner\.",
+    "vpt": r"visual_prompts\.",
+    "full": r"(encoder|model)\.",
+    "wise_ft": r"lora_",
+}
+CASES = [
+    ("embedded", "zero_shot", {}), ("embedded", "linear_probe", {}), ("embedded", "lora", {"sides": ["text"]}),
+    ("embedded", "coop", {}), ("embedded", "cocoop", {}), ("embedded", "full", {"unlocked_layers": 1, "lr": 1e-3}),
+    ("embedded", "wise_ft", {"inner": "lora", "inner_options": {"sides": ["text"]}}),
+    ("clip", "lora", {"sides": ["image", "text"]}), ("clip", "coop", {"class_specific": True}), ("clip", "cocoop", {}),
+    ("clip", "vpt", {"train_heads": True}), ("clip", "full", {"lr": 1e-3}), ("clip", "linear_probe", {}),
+    ("siglip", "lora", {"sides": ["text"], "train_heads": True}), ("siglip", "vpt", {}), ("siglip", "full", {"lr": 1e-3}),
+]
+
+
+def tower_cfg(kind, tiny_clip_dir, tiny_siglip_dir) -> dict:
+    return {"embedded": {"name": "two_tower", "image": {"size": 64}},
+            "clip": {"name": "hf_clip", "path": str(tiny_clip_dir)},
+            "siglip": {"name": "hf_siglip", "path": str(tiny_siglip_dir)}}[kind]
+
+
+def toy_batch(size: int, n: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % len(CLASSES)
+    pixels = COLOURS[labels][:, :, None, None] + 0.3 * torch.randn(n, 3, size, size, generator=g)
+    return {"pixels": pixels, "label": labels, "index": torch.arange(n), "pool": labels}
+
+
+def make_task(tower: dict, method: dict, loss: str = "clip") -> ContrastiveTask:
+    torch.manual_seed(0)
+    return ContrastiveTask(tower=tower, method=method, loss={"name": loss}, captions=CAPTIONS, pools=POOLS,
+                           class_prompts=POOLS, class_names=CLASSES)
+
+
+@pytest.mark.parametrize("kind, method, extra", CASES, ids=[f"{k}-{m}" for k, m, _ in CASES])
+def test_method_case(kind, method, extra, tiny_clip_dir, tiny_siglip_dir, tmp_path):
+    tcfg = tower_cfg(kind, tiny_clip_dir, tiny_siglip_dir)
+    mcfg = {"name": method, **extra}
+    task = make_task(tcfg, mcfg, loss="siglip" if kind == "siglip" else "clip")
+    size = task.tower.preprocess.size
+
+    # 1. only the intended parameters train
+    trainable = [n for n, p in task.named_parameters() if p.requires_grad]
+    pattern = TRAINABLE[method]
+    if pattern is None:
+        assert trainable == []
+    else:
+        assert trainable, "nothing trains"
+        assert all(re.search(pattern, n) or re.search(HEADS, n) for n in trainable), trainable
+        assert any(re.search(pattern, n) for n in trainable)
+
+    # 2. a few steps reduce the loss on a separable toy set (the probe fits it in closed form)
+    batch = toy_batch(size)
+    if method == "linear_probe":
+        from domainclip.data import FeatureDataset, SplitDataModule
+
+        with torch.no_grad():
+            feats = task.tower.image_features(batch["pixels"])
+        ds = FeatureDataset(feats, batch["label"])
+        report = task.method.fit(task, SplitDataModule({"train": ds, "val": ds}, batch_size=8), None)
+        assert max(report["val_top1_by_C"].values()) == 1.0
+    elif pattern is not None:
+        task.train()
+        opt = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=extra.get("lr", 1e-2))
+        first = task._loss(batch, 0).item()
+        for _ in range(8):
+            opt.zero_grad()
+            task._loss(batch, 0).backward()
+            opt.step()
+        assert task._loss(batch, 0).item() < first
+
+    # 3. save and reload give identical outputs
+    task.eval()
+    task.method.export(task.tower, tmp_path)
+    save_file({k: v.detach().contiguous() for k, v in task.tower.export_state_dict().items()}, str(tmp_path / "h.st"))
+    fresh = build_tower(tcfg)
+    loaded = build_method(mcfg)
+    loaded.load(fresh, tmp_path, CLASSES)
+    with torch.no_grad():
+        for name, t in fresh.export_state_dict().items():
+            t.copy_(load_file(str(tmp_path / "h.st"))[name])
+    fresh.eval()
+    prompts = task.prompt_set()
+    fresh_prompts = PromptSet(prompts.input_ids, prompts.attention_mask, prompts.labels, CLASSES)
+    with torch.no_grad():
+        torch.testing.assert_close(task.method.logits(task.tower, batch, prompts),
+                                   loaded.logits(fresh, batch, fresh_prompts), atol=1e-5, rtol=1e-5)
+        tok = task.tower.tokenize(["a red image."])
+        torch.testing.assert_close(task.tower.encode_text(**tok), fresh.encode_text(**tok), atol=1e-5, rtol=1e-5)
+    assert not any(p.requires_grad for p in fresh.parameters())
+
+
+def test_vpt_needs_a_vit_tower():
+    from domainclip.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ViT"):
+        make_task({"name": "two_tower", "image": {"size": 64}}, {"name": "vpt"})
+
+
+def test_open_clip_is_optional_and_fails_clearly_without_it():
+    pytest.importorskip  # open_clip is an optional extra: without it, a clear ConfigError
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        from domainclip.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=r"pip install 'domainclip\[open_clip\]'"):
+            build_tower({"name": "open_clip", "path": "/nonexistent"})
+    else:  # pragma: no cover - only where the extra is installed
+        pytest.skip("open_clip installed: covered by the open_clip integration test")
+
+
+def test_wise_ft_sweeps_alphas_and_reports_retention(make_cfg):
+    from domainclip.run import run
+
+    result = run(make_cfg("recipe=pathology", "method=wise_ft", "method.reference_card=demo_satellite",
+                          "method.alphas=[0.0,0.5,1.0]", "trainer.max_epochs=2", "tower.image.size=64",
+                          "export.enabled=false", "trainer.enable_progress_bar=false"))
+    report = result.metrics["method"]
+    assert set(report["sweep"]) == {"0.0", "0.5", "1.0"} and report["alpha"] in (0.0, 0.5, 1.0)
+    assert report["sweep"]["0.0"]["val"] == result.metrics["zero_shot_before"]["val"]["top1"]
+    assert report["retained_zero_shot"]["0.0"] == 1.0
+    chosen = report["sweep"][str(report["alpha"])]
+    assert chosen["test"] == result.metrics["zero_shot_after"]["test"]["top1"]
