@@ -15,19 +15,20 @@ from domainclip.errors import DomainClipError
 
 
 def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
-    """Scaled logits (temperature applied) of the bundle for every record, batched."""
+    """Uncalibrated logits of the bundle for every record, batched."""
     out = []
     for i in range(0, len(records), batch_size):
-        chunk = records[i : i + batch_size]
-        pixels = torch.stack([predictor.load_record(r) for r in chunk])
-        out.append(predictor.logits(pixels))
+        pixels = torch.stack([predictor.load_record(r) for r in records[i : i + batch_size]])
+        out.append(predictor.raw_logits(pixels))
     return torch.cat(out)
 
 
 def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -> dict:
-    """Metrics of ``bundle`` on ``card``'s split (``all`` = every record)."""
+    """Metrics of ``bundle`` on ``card``'s split (``all`` = every record). Temperature and
+    operating points are the bundle's, locked on its own validation split; nothing is refitted."""
     from domainclip import load_bundle
     from domainclip.data import load_card_data
+    from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
     from domainclip.evaluation.metrics import classification_metrics
 
     predictor = load_bundle(bundle)
@@ -39,11 +40,23 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -
     if not records:
         raise DomainClipError(f"split '{split}' of {card} is empty")
     logits = bundle_logits(predictor, records)
-    multi = data.card.task == "multi_label"
-    targets = torch.stack([torch.zeros(len(data.class_names)).index_fill_(0, torch.tensor(r.labels), 1.0) for r in records]) \
-        if multi else torch.tensor([r.label for r in records])
-    return {"bundle": str(bundle), "card": data.card.name, "card_digest": data.digest, "split": split,
-            "metrics": classification_metrics(logits, targets, data.class_names)}
+    result = {"bundle": str(bundle), "card": data.card.name, "card_digest": data.digest, "split": split}
+    if data.card.task == "multi_label":
+        targets = torch.stack([torch.zeros(len(data.class_names)).index_fill_(0, torch.tensor(r.labels), 1.0)
+                               for r in records])
+        return {**result, "metrics": classification_metrics(logits, targets, data.class_names)}
+    targets = torch.tensor([r.label for r in records])
+    meta = predictor.meta
+    settings = EvalSettings(**{k: v for k, v in meta.get("eval_settings", {}).items()
+                               if k in EvalSettings.__dataclass_fields__})
+    settings.subgroups = list(data.card.subgroups)
+    test = Predictions(logits, targets, [r.group for r in records],
+                       [{c: r.extra.get(c) for c in data.card.subgroups} for r in records])
+    locked = (float(meta.get("temperature", 1.0)), meta.get("thresholds") or {})
+    if not locked[1]:
+        raise DomainClipError(f"{bundle}: the bundle has no locked thresholds; re-export it from a run with val and test")
+    return {**result, "metrics": classification_metrics(logits, targets, data.class_names),
+            "clinical": evaluate_model(None, test, data.class_names, settings, locked=locked)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ from domainclip.data.features import cache_key, cached_features
 from domainclip.data.few_shot import few_shot_subset
 from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import classification_metrics, task_logits
+from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
+from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.paths import cache_dir
 from domainclip.report import print_summary, write_report
 from domainclip.task import ContrastiveTask
@@ -89,15 +91,36 @@ def input_adapter_spec(data: CardData) -> dict | None:
     return {"in_channels": len(bands), "init": [b if isinstance(b, int) else bands.index(b) for b in pick]}
 
 
-def evaluate_splits(task: ContrastiveTask, dm: SplitDataModule, splits: list[str], classes: list[str],
-                    zero_shot: bool = False) -> dict:
-    """Metrics per split of the method's class logits (the template zero-shot ensemble unless the
-    method learns prompts or a probe; always the ensemble with ``zero_shot``)."""
+def predictions(task: ContrastiveTask, dm: SplitDataModule, data: CardData, splits: list[str],
+                zero_shot: bool = False) -> dict[str, Predictions]:
+    """Per split: the method's logits (always the template zero-shot ensemble with ``zero_shot``),
+    targets, group ids and the card's subgroup columns."""
     out = {}
     for split in splits:
         logits, targets = task_logits(task, dm._loader(split, shuffle=False), zero_shot)
-        out[split] = classification_metrics(logits, targets, classes)
+        recs = data.splits[split]
+        extra = [{c: r.extra.get(c) for c in data.card.subgroups} for r in recs]
+        out[split] = Predictions(logits, targets, [r.group for r in recs], extra)
     return out
+
+
+def eval_settings(cfg: DictConfig, data: CardData) -> EvalSettings:
+    """Evaluation settings from ``cfg.eval`` plus the card's subgroup columns."""
+    e = cfg.eval
+    return EvalSettings(bootstrap=int(e.bootstrap), seed=int(e.seed), calibrate=bool(e.calibrate),
+                        operating_point=e.operating_point, target_sensitivity=float(e.target_sensitivity),
+                        aggregate=e.aggregate, topk=int(e.topk), subgroups=[*data.card.subgroups, *e.subgroups])
+
+
+def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings) -> dict:
+    """Per-split metrics before/after, plus the clinical report and paired comparison on test."""
+    names = data.class_names
+    metrics = {"zero_shot_before": {s: classification_metrics(p.logits, p.targets, names) for s, p in before.items()},
+               "zero_shot_after": {s: classification_metrics(p.logits, p.targets, names) for s, p in after.items()}}
+    if data.card.task == "single_label" and {"val", "test"} <= set(after):
+        metrics["clinical"] = evaluate_model(after["val"], after["test"], names, settings)
+        metrics["before_vs_after"] = compare(before["test"], after["test"], settings)
+    return metrics
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
@@ -165,11 +188,18 @@ def run_once(cfg: DictConfig) -> Result:
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
-    before = evaluate_splits(task, dm, splits, data.class_names, zero_shot=True)
+    before = predictions(task, dm, data, splits, zero_shot=True)
     method_report = task.method.fit(task, dm, lambda: build_trainer(cfg, parts.run_dir))
     timings["train_s"] = time.perf_counter() - t
-    after = evaluate_splits(task, dm, splits, data.class_names)
-    metrics = {"zero_shot_before": before, "zero_shot_after": after, **({"method": method_report} if method_report else {})}
+    t = time.perf_counter()
+    settings = eval_settings(cfg, data)
+    after = predictions(task, dm, data, splits)
+    metrics = summarise(before, after, data, settings)
+    if "test" in splits:
+        metrics["retrieval"] = {"test": task_retrieval(task, dm._loader("test", shuffle=False))}
+    if method_report:
+        metrics["method"] = method_report
+    timings["evaluation_s"] = time.perf_counter() - t
     t = time.perf_counter()
     bundle = export_bundle(parts, metrics) if cfg.export.enabled else None
     timings["export_s"] = time.perf_counter() - t
@@ -179,7 +209,7 @@ def run_once(cfg: DictConfig) -> Result:
                "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
                "counts": data.counts(), "split_level": data.card.split.level}
     (parts.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    write_report(parts.run_dir / "report", summary, cfg)
+    write_report(parts.run_dir / "report", summary, cfg, data, after.get("test"))
     print_summary(summary)
     return Result(run_dir=parts.run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
 
@@ -204,7 +234,10 @@ def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
         "data_card": {"name": data.card.name, "digest": data.digest, "modality": data.card.modality,
                       "license": data.card.license, "split_level": data.card.split.level, "counts": data.counts()},
         "metrics": metrics,
-        "temperature": 1.0,
+        "temperature": metrics.get("clinical", {}).get("temperature", 1.0),
+        "thresholds": metrics.get("clinical", {}).get("thresholds", {}),
+        "subgroups": metrics.get("clinical", {}).get("subgroups", {}),
+        "eval_settings": plain(cfg.eval),
         "reproduce": f"python -m domainclip data.card={data.card.name} tower={cfg.tower.name} "
                      f"method={cfg.method.name} seed={cfg.seed}",
     }

@@ -111,9 +111,13 @@ def test_standalone_evaluate_reproduces_run_metrics(pathology_run, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "domainclip.evaluate", f"bundle={pathology_run.bundle_dir}",
                            "card=demo_pathology", f"out={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    got = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    want = pathology_run.metrics["zero_shot_after"]["test"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    got, want = saved["metrics"], pathology_run.metrics["zero_shot_after"]["test"]
     assert got["top1"] == want["top1"] and got["macro_auroc"] == pytest.approx(want["macro_auroc"], abs=1e-6)
+    ours, theirs = saved["clinical"]["image_level"], pathology_run.metrics["clinical"]["image_level"]
+    for key in ("top1", "balanced_accuracy", "ece", "brier", "top1_ci", "balanced_accuracy_ci"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-6), key
+    assert saved["clinical"]["thresholds"] == pathology_run.metrics["clinical"]["thresholds"]
 
 
 def test_wandb_logger_runs_offline(make_cfg, monkeypatch):

@@ -82,6 +82,7 @@ class DataCard(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     captions: CaptionSpec = Field(default_factory=CaptionSpec)
     phi: PhiSpec = Field(default_factory=PhiSpec)
+    subgroups: list[str] = Field(default_factory=list, description="manifest columns reported as subgroups")
     license: str = ""
     citation: str = ""
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-DEMO_VERSION = 2
+DEMO_VERSION = 3
 MARKER = ".domainclip-demo.json"
 
 

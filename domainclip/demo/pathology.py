@@ -82,7 +82,7 @@ def generate(root: Path, seed: int) -> None:
             for t in range(TILES_PER_CLASS_PER_SLIDE):
                 rel = f"tiles/{slide}_{label}_{t}.png"
                 Image.fromarray(render_tile(label, rng)).save(root / rel)
-                rows.append({"path": rel, "label": label, "slide_id": slide})
+                rows.append({"path": rel, "label": label, "slide_id": slide, "site": f"SITE-{'AB'[s % 2]}"})
     write_manifest(root, rows)
     write_readme(root, "Demo H&E tiles", f"{len(rows)} PNG tiles ({TILE} px) in classes {', '.join(CLASSES)}, "
                  f"{SLIDES} synthetic slides; split at slide level.")

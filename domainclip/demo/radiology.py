@@ -91,7 +91,7 @@ def generate(root: Path, seed: int) -> None:
             label = CLASSES[(z + p) % len(CLASSES)]
             rel = f"dicom/{patient}/{z:03d}.dcm"
             _write_dicom(root / rel, _slice_hu(rng, body, lungs, label), patient, study, series, z, rng)
-            rows.append({"path": rel, "label": label, "patient_id": patient})
+            rows.append({"path": rel, "label": label, "patient_id": patient, "scanner": ("VENDOR-X", "VENDOR-Y")[p % 2]})
     write_manifest(root, rows)
     write_readme(root, "Demo chest CT", f"{len(rows)} single-slice CT DICOM files ({SIZE} px, HU = stored - 1024) "
                  f"for {PATIENTS} synthetic patients, classes {', '.join(CLASSES)}; split at patient level.")

@@ -60,7 +60,8 @@ def generate(root: Path, seed: int) -> None:
                                crs="EPSG:32633", transform=transform, nodata=NODATA) as dst:
                 dst.write(render_chip(label, rng))
                 dst.descriptions = BANDS
-            rows.append({"path": rel, "label": label, "block_id": f"B{gy // BLOCK}{gx // BLOCK}"})
+            rows.append({"path": rel, "label": label, "block_id": f"B{gy // BLOCK}{gx // BLOCK}",
+                         "region": "north" if gy < GRID // 2 else "south"})
     write_manifest(root, rows)
     write_readme(root, "Demo multispectral chips", f"{len(rows)} 4-band GeoTIFF chips (R, G, B, NIR; EPSG:32633, "
                  f"nodata={NODATA}) in classes {', '.join(CLASSES)}; split by spatial block.")

@@ -95,11 +95,15 @@ class Predictor:
         return F.normalize(self.tower.encode_image(pixels), dim=-1)
 
     @torch.inference_mode()
-    def logits(self, images) -> torch.Tensor:
-        """(N, K) scaled cosine logits, divided by the bundle's calibration temperature."""
+    def raw_logits(self, images) -> torch.Tensor:
+        """(N, K) logits of the method before calibration."""
         pixels = images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
-        logits = self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
-        return logits / float(self.meta.get("temperature", 1.0))
+        return self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
+
+    @torch.inference_mode()
+    def logits(self, images) -> torch.Tensor:
+        """(N, K) logits divided by the calibration temperature locked on validation."""
+        return self.raw_logits(images) / float(self.meta.get("temperature", 1.0))
 
     @torch.inference_mode()
     def predict(self, images) -> torch.Tensor:

@@ -43,6 +43,7 @@ class Tower(nn.Module):
     lora_targets: dict[str, list[str]]
     max_text_length: int = 77
     heads_pretrained: bool = True  # False for LiT pairs whose projections start random
+    trim_padding: bool = True  # drop all-padding columns before encoding (exact unless pooling reads padding)
 
     def __init__(self, init_logit_scale: float = math.log(1 / 0.07)):
         super().__init__()
@@ -89,6 +90,9 @@ class Tower(nn.Module):
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids and mask -> (B, D) unnormalised embeddings."""
+        if self.trim_padding and attention_mask.shape[0]:
+            length = int(attention_mask.sum(1).max())
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         return self.text_head(self.text_features(input_ids, attention_mask))
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:

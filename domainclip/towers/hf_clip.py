@@ -87,6 +87,7 @@ class HFSiglipTower(HFClipTower):
     """A SiglipModel: pooled outputs already pass its own heads; a learnable logit bias."""
 
     model_class = "SiglipModel"
+    trim_padding = False  # SigLIP pools the last position, padding included, as it was trained
 
     def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None):
         super().__init__(path, max_length, lora_targets)

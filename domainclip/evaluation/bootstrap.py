@@ -1,0 +1,51 @@
+"""Bootstrap confidence intervals that resample groups (patients, slides), seeded."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def _group_index(groups: list[str]) -> list[np.ndarray]:
+    index: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        index.setdefault(g, []).append(i)
+    return [np.asarray(v) for v in index.values()]
+
+
+def _resamples(groups: list[str], n_resamples: int, seed: int):
+    members = _group_index(groups)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        picks = rng.integers(0, len(members), len(members))
+        yield np.concatenate([members[j] for j in picks])
+
+
+def group_bootstrap_ci(metric: Callable[[np.ndarray], float], groups: list[str], n_resamples: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of ``metric(indices)`` over resamples of whole groups with replacement.
+
+    Resamples where the metric is undefined (NaN, e.g. one class only) are skipped.
+    """
+    values = [metric(idx) for idx in _resamples(groups, n_resamples, seed)]
+    values = np.asarray([v for v in values if v == v])
+    if not len(values):
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def paired_bootstrap(metric_a: Callable[[np.ndarray], float], metric_b: Callable[[np.ndarray], float],
+                     groups: list[str], n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """CI of the difference ``b - a`` on the same resampled groups (e.g. after - before)."""
+    diffs = []
+    for idx in _resamples(groups, n_resamples, seed):
+        a, b = metric_a(idx), metric_b(idx)
+        if a == a and b == b:
+            diffs.append(b - a)
+    diffs = np.asarray(diffs)
+    alpha = (1 - level) / 2
+    all_idx = np.arange(len(groups))
+    return {"difference": float(metric_b(all_idx) - metric_a(all_idx)),
+            "ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))],
+            "p_value_two_sided": float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))}

@@ -1,0 +1,136 @@
+"""Clinical-grade evaluation of one model on val (for locking) and test (for reporting).
+
+Temperature and operating points are fitted on validation only and applied unchanged to test;
+the test split is never used to choose anything. Headline metrics carry group-bootstrap CIs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_auroc,
+    multiclass_average_precision,
+    multiclass_cohen_kappa,
+    multiclass_confusion_matrix,
+)
+
+from domainclip.evaluation.aggregate import aggregate_groups
+from domainclip.evaluation.bootstrap import group_bootstrap_ci, paired_bootstrap
+from domainclip.evaluation.calibration import (
+    brier_score,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from domainclip.evaluation.metrics import classification_metrics
+from domainclip.evaluation.operating import lock_thresholds, operating_metrics
+from domainclip.evaluation.scores import HEADLINE
+
+
+@dataclass
+class Predictions:
+    """Logits, targets and group ids (plus per-sample extra columns) of one split."""
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    groups: list[str]
+    extra: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class EvalSettings:
+    """``eval`` config: bootstrap, calibration, operating points, aggregation, subgroups."""
+
+    bootstrap: int = 1000
+    seed: int = 0
+    calibrate: bool = True
+    operating_point: str = "youden"
+    target_sensitivity: float = 0.95
+    aggregate: str = "mean"
+    topk: int = 5
+    subgroups: list[str] = field(default_factory=list)
+
+
+def lock_on_validation(val: Predictions, class_names: list[str], s: EvalSettings) -> tuple[float, dict]:
+    """Temperature and per-class thresholds from the validation split alone."""
+    temperature = fit_temperature(val.logits, val.targets) if s.calibrate else 1.0
+    probs = (val.logits / temperature).softmax(-1)
+    return temperature, lock_thresholds(probs, val.targets, class_names, s.operating_point, s.target_sensitivity)
+
+
+def with_cis(probs: torch.Tensor, targets: torch.Tensor, groups: list[str], s: EvalSettings) -> dict:
+    """Headline metrics with group-bootstrap 95% CIs."""
+    p, y = probs.numpy().astype(np.float64), targets.numpy()
+    out = {}
+    for name, fn in HEADLINE.items():
+        out[name] = fn(p, y)
+        if s.bootstrap:
+            out[f"{name}_ci"] = list(group_bootstrap_ci(lambda idx: fn(p[idx], y[idx]), groups, s.bootstrap, s.seed))
+    return out
+
+
+def detailed(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
+    """Per-class AUROC/AUPRC, kappa, confusion matrix and the torchmetrics summary."""
+    k = len(class_names)
+    out = classification_metrics(probs.log(), targets, class_names)
+    out["cohen_kappa"] = float(multiclass_cohen_kappa(probs, targets, num_classes=k))
+    out["confusion_matrix"] = multiclass_confusion_matrix(probs, targets, num_classes=k).tolist()
+    if len(torch.unique(targets)) == k:
+        auroc = multiclass_auroc(probs, targets, num_classes=k, average="none")
+        auprc = multiclass_average_precision(probs, targets, num_classes=k, average="none")
+        out["per_class"] = {c: {"auroc": float(a), "auprc": float(b)} for c, a, b in zip(class_names, auroc, auprc)}
+        out["macro_auprc"] = float(auprc.mean())
+    return out
+
+
+def subgroup_metrics(probs, test: Predictions, s: EvalSettings) -> dict:
+    """Per value of each subgroup column: n, top-1 and macro AUROC with CIs."""
+    out = {}
+    for column in s.subgroups:
+        values = [str(e.get(column, "")) for e in test.extra]
+        for value in sorted(set(values)):
+            idx = [i for i, v in enumerate(values) if v == value]
+            sub = with_cis(probs[idx], test.targets[idx], [test.groups[i] for i in idx], s)
+            out.setdefault(column, {})[value] = {"n": len(idx), **sub}
+    return out
+
+
+def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], s: EvalSettings,
+                   locked: tuple[float, dict] | None = None) -> dict:
+    """Full report for one model. ``locked`` (temperature, thresholds) skips refitting, as when a
+    bundle is evaluated on another site's data."""
+    temperature, thresholds = locked or lock_on_validation(val, class_names, s)
+    raw = test.logits.softmax(-1)
+    probs = (test.logits / temperature).softmax(-1)
+    report = {
+        "n": len(test.targets), "temperature": temperature, "thresholds": thresholds,
+        "image_level": {**detailed(probs, test.targets, class_names), **with_cis(probs, test.targets, test.groups, s)},
+        "calibration": {"ece_before": expected_calibration_error(raw, test.targets),
+                        "ece_after": expected_calibration_error(probs, test.targets),
+                        "brier_before": brier_score(raw, test.targets), "brier_after": brier_score(probs, test.targets),
+                        "reliability_before": reliability_bins(raw, test.targets),
+                        "reliability_after": reliability_bins(probs, test.targets)},
+        "operating_points": operating_metrics(probs, test.targets, thresholds),
+        "subgroups": subgroup_metrics(probs, test, s),
+    }
+    grouped = aggregate_groups(probs, test.targets, test.groups, s.aggregate, s.topk)
+    if grouped is None:
+        report["group_level"] = {"note": "labels vary within groups: no single group label to score"}
+    else:
+        gp, gy, ids = grouped
+        report["group_level"] = {"n": len(ids), "aggregate": s.aggregate, **with_cis(gp, gy, ids, s)}
+    return report
+
+
+def compare(before: Predictions, after: Predictions, s: EvalSettings) -> dict:
+    """Paired group bootstrap of after - before on the same test samples, for each headline metric."""
+    pb, pa = before.logits.softmax(-1).numpy(), after.logits.softmax(-1).numpy()
+    y = after.targets.numpy()
+    out = {}
+    for name in ("top1", "balanced_accuracy", "macro_auroc"):
+        fn = HEADLINE[name]
+        out[name] = paired_bootstrap(lambda idx: fn(pb[idx], y[idx]), lambda idx: fn(pa[idx], y[idx]),
+                                     after.groups, max(s.bootstrap, 1), s.seed)
+    return out

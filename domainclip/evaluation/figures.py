@@ -1,0 +1,66 @@
+"""Report figures (matplotlib, Agg): ROC and PR curves with operating points, reliability
+diagram, confusion matrix."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+
+def roc_pr(path: Path, probs: np.ndarray, targets: np.ndarray, class_names: list[str], operating: dict) -> None:
+    """One-vs-rest ROC and PR curves per class, with each class's locked operating point."""
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for k, name in enumerate(class_names):
+        pos = (targets == k).astype(int)
+        if pos.min() == pos.max():
+            continue
+        fpr, tpr, _ = roc_curve(pos, probs[:, k])
+        prec, rec, _ = precision_recall_curve(pos, probs[:, k])
+        line = roc_ax.plot(fpr, tpr, label=name)[0]
+        pr_ax.plot(rec, prec, label=name, color=line.get_color())
+        op = operating.get(name)
+        if op and op["specificity"] == op["specificity"]:
+            roc_ax.plot(1 - op["specificity"], op["sensitivity"], "o", color=line.get_color())
+            if op["ppv"] == op["ppv"]:
+                pr_ax.plot(op["sensitivity"], op["ppv"], "o", color=line.get_color())
+    roc_ax.plot([0, 1], [0, 1], ":", color="grey")
+    roc_ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (dots: locked operating points)")
+    pr_ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall")
+    roc_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def reliability(path: Path, before: list[dict], after: list[dict], temperature: float) -> None:
+    """Accuracy vs confidence per bin, before and after temperature scaling."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for bins, label in ((before, "raw"), (after, f"temperature {temperature:.2f}")):
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=label)
+    ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability diagram (test)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion(path: Path, matrix: list[list[int]], class_names: list[str]) -> None:
+    """Confusion matrix with counts (rows: true class, columns: predicted)."""
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.2 * len(class_names) + 2, 1.2 * len(class_names) + 1.5))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="black" if m[i, j] < m.max() / 2 else "white")
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
