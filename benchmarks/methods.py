@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from domainclip.paths import config_dir  # noqa: E402
 from domainclip.run import run_once, setup  # noqa: E402
 
-METHODS = ["zero_shot", "linear_probe", "lora", "coop", "cocoop", "full", "wise_ft"]
+METHODS = ["zero_shot", "linear_probe", "lora", "coop", "cocoop", "vpt", "full", "wise_ft"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false", "export.enabled=false",
          "logger=csv", "~trainer.callbacks"]
 
@@ -90,12 +90,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", default="benchmarks/out/methods")
+    ap.add_argument("--methods", nargs="+", default=None, help=f"subset of {METHODS}")
     ap.add_argument("--smoke", action="store_true", help="one method, one shot, one seed, one epoch")
     args = ap.parse_args(argv)
+    global METHODS
+    METHODS = args.methods or METHODS
     out = Path(args.out)
     extra = [f"trainer.max_epochs={args.epochs}", f"+trainer.check_val_every_n_epoch={args.epochs}"]
     if args.smoke:
-        global METHODS
         METHODS = ["zero_shot", "coop"]
         args.cards, args.shots, args.seeds = args.cards[:1], [1], [0]
         extra = ["trainer.max_epochs=1", "tower.image.size=64"]

@@ -31,7 +31,7 @@ TRAINABLE = {
 }
 CASES = [
     ("embedded", "zero_shot", {}), ("embedded", "linear_probe", {}), ("embedded", "lora", {"sides": ["text"]}),
-    ("embedded", "coop", {}), ("embedded", "cocoop", {}), ("embedded", "full", {"unlocked_layers": 1, "lr": 1e-3}),
+    ("embedded", "coop", {}), ("embedded", "cocoop", {}), ("embedded", "vpt", {"pad": 8}), ("embedded", "full", {"unlocked_layers": 1, "lr": 1e-3}),
     ("embedded", "wise_ft", {"inner": "lora", "inner_options": {"sides": ["text"]}}),
     ("clip", "lora", {"sides": ["image", "text"]}), ("clip", "coop", {"class_specific": True}), ("clip", "cocoop", {}),
     ("clip", "vpt", {"train_heads": True}), ("clip", "full", {"lr": 1e-3}), ("clip", "linear_probe", {}),
@@ -116,11 +116,19 @@ def test_method_case(kind, method, extra, tiny_clip_dir, tiny_siglip_dir, tmp_pa
     assert not any(p.requires_grad for p in fresh.parameters())
 
 
-def test_vpt_needs_a_vit_tower():
-    from domainclip.errors import ConfigError
+def test_vpt_on_a_cnn_uses_padding_prompts_only_on_the_border():
+    from domainclip.methods.vpt import PaddingPrompts
 
-    with pytest.raises(ConfigError, match="ViT"):
-        make_task({"name": "two_tower", "image": {"size": 64}}, {"name": "vpt"})
+    task = make_task({"name": "two_tower", "image": {"size": 64}}, {"name": "vpt", "pad": 8})
+    prompts = task.tower.visual_prompts
+    assert isinstance(prompts, PaddingPrompts)
+    with torch.no_grad():
+        prompts.tokens.fill_(1.0)
+    seen = []
+    hook = task.tower.image_encoder.net._conv_stem.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    task.tower.image_features(torch.zeros(1, 3, 64, 64))
+    hook.remove()
+    assert seen[0][0, :, 8:56, 8:56].abs().max() == 0 and seen[0][0, :, :8].min() == 1.0
 
 
 def test_open_clip_is_optional_and_fails_clearly_without_it():

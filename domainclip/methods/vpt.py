@@ -1,4 +1,6 @@
-"""VPT (shallow): learnable visual prompt tokens inserted after the CLS token of a ViT tower."""
+"""Visual prompt tuning. ViT towers: VPT-shallow, learnable tokens inserted after the CLS token.
+Other image encoders (the EfficientNet default): learnable pixel-space padding prompts added to
+the input border (Bahng et al. 2022, "Exploring Visual Prompts for Adapting Large-Scale Models")."""
 from __future__ import annotations
 
 import math
@@ -27,6 +29,22 @@ class VisualPrompts(nn.Module):
         return torch.cat([output[:, :1], prompts, output[:, 1:]], dim=1)
 
 
+class PaddingPrompts(nn.Module):
+    """A learnable border of ``pad`` pixels added to every input image by a forward pre-hook."""
+
+    def __init__(self, encoder: nn.Module, size: int, pad: int, channels: int = 3):
+        super().__init__()
+        self.tokens = nn.Parameter(torch.zeros(channels, size, size))
+        mask = torch.ones(1, size, size)
+        mask[:, pad : size - pad, pad : size - pad] = 0
+        self.register_buffer("mask", mask, persistent=False)
+        encoder.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        pixels = args[0]
+        return (pixels + (self.tokens * self.mask).to(pixels.dtype),) + tuple(args[1:])
+
+
 @METHODS.register("vpt")
 class VPT(Method):
     """Visual prompt tuning: only the prompt tokens (and heads, for LiT towers) train; the
@@ -36,18 +54,23 @@ class VPT(Method):
     objective = "classification"
     export_files = (VPT_FILE,)
 
-    def __init__(self, n_tokens: int = 8, **kwargs):
+    def __init__(self, n_tokens: int = 8, pad: int = 16, **kwargs):
         super().__init__(**kwargs)
-        self.n_tokens = int(n_tokens)
+        self.n_tokens, self.pad = int(n_tokens), int(pad)
 
     @property
     def image_backbone_frozen(self) -> bool:
         return False  # prompts change the backbone's output
 
     def prepare(self, tower, class_names) -> None:
+        from domainclip.errors import ConfigError
+
         super().prepare(tower, class_names)
-        embeddings, hidden = tower.vision_embeddings()
-        tower.visual_prompts = VisualPrompts(embeddings, hidden, self.n_tokens)
+        try:
+            embeddings, hidden = tower.vision_embeddings()
+            tower.visual_prompts = VisualPrompts(embeddings, hidden, self.n_tokens)
+        except ConfigError:  # not a ViT: pixel-space padding prompts instead
+            tower.visual_prompts = PaddingPrompts(tower.image_encoder, tower.preprocess.size, self.pad)
 
     def export(self, tower, out_dir: Path) -> None:
         save_file({"tokens": tower.visual_prompts.tokens.detach().contiguous()}, str(Path(out_dir) / VPT_FILE),
