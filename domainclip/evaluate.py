@@ -41,12 +41,20 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -
         raise DomainClipError(f"split '{split}' of {card} is empty")
     logits = bundle_logits(predictor, records)
     result = {"bundle": str(bundle), "card": data.card.name, "card_digest": data.digest, "split": split}
+    meta = predictor.meta
     if data.card.task == "multi_label":
+        from domainclip.evaluation.multilabel import evaluate_multilabel
+
         targets = torch.stack([torch.zeros(len(data.class_names)).index_fill_(0, torch.tensor(r.labels), 1.0)
                                for r in records])
-        return {**result, "metrics": classification_metrics(logits, targets, data.class_names)}
+        clinical = meta["metrics"].get("clinical", {})
+        locked = (float(meta.get("temperature", 1.0)), meta.get("thresholds") or {}, clinical.get("bias"))
+        test = Predictions(logits, targets, [r.group for r in records])
+        settings = EvalSettings(**{k: v for k, v in meta.get("eval_settings", {}).items()
+                                   if k in EvalSettings.__dataclass_fields__})
+        return {**result, "metrics": classification_metrics(logits, targets, data.class_names),
+                "clinical": evaluate_multilabel(None, test, data.class_names, settings, locked)}
     targets = torch.tensor([r.label for r in records])
-    meta = predictor.meta
     settings = EvalSettings(**{k: v for k, v in meta.get("eval_settings", {}).items()
                                if k in EvalSettings.__dataclass_fields__})
     settings.subgroups = list(data.card.subgroups)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 
 def _rows(summary: dict) -> list[tuple[str, str, float, float, float]]:
@@ -84,13 +86,20 @@ def write_figures(report_dir: Path, after_test, clinical: dict, class_names: lis
     """ROC/PR with operating points, reliability diagram and confusion matrix as PNG."""
     from domainclip.evaluation import figures
 
-    probs = (after_test.logits / clinical["temperature"]).softmax(-1).numpy()
-    targets = after_test.targets.numpy()
-    figures.roc_pr(report_dir / "roc_pr.png", probs, targets, class_names, clinical["operating_points"])
+    if clinical.get("multi_label"):
+        from domainclip.evaluation.multilabel import probabilities
+
+        probs = probabilities(after_test.logits, clinical["temperature"], clinical["bias"]).numpy()
+        positives = after_test.targets.numpy().astype(int)
+    else:
+        probs = (after_test.logits / clinical["temperature"]).softmax(-1).numpy()
+        positives = np.eye(len(class_names), dtype=int)[after_test.targets.numpy()]
+    figures.roc_pr(report_dir / "roc_pr.png", probs, positives, class_names, clinical["operating_points"])
     cal = clinical["calibration"]
     figures.reliability(report_dir / "reliability.png", cal["reliability_before"], cal["reliability_after"],
                         clinical["temperature"])
-    figures.confusion(report_dir / "confusion.png", clinical["image_level"]["confusion_matrix"], class_names)
+    if "confusion_matrix" in clinical["image_level"]:
+        figures.confusion(report_dir / "confusion.png", clinical["image_level"]["confusion_matrix"], class_names)
 
 
 def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=None) -> None:

@@ -117,9 +117,15 @@ def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings)
     names = data.class_names
     metrics = {"zero_shot_before": {s: classification_metrics(p.logits, p.targets, names) for s, p in before.items()},
                "zero_shot_after": {s: classification_metrics(p.logits, p.targets, names) for s, p in after.items()}}
-    if data.card.task == "single_label" and {"val", "test"} <= set(after):
-        metrics["clinical"] = evaluate_model(after["val"], after["test"], names, settings)
-        metrics["before_vs_after"] = compare(before["test"], after["test"], settings)
+    if {"val", "test"} <= set(after):
+        if data.card.task == "multi_label":
+            from domainclip.evaluation.multilabel import compare_multilabel, evaluate_multilabel
+
+            metrics["clinical"] = evaluate_multilabel(after["val"], after["test"], names, settings)
+            metrics["before_vs_after"] = compare_multilabel(before["test"], after["test"], settings)
+        else:
+            metrics["clinical"] = evaluate_model(after["val"], after["test"], names, settings)
+            metrics["before_vs_after"] = compare(before["test"], after["test"], settings)
     return metrics
 
 

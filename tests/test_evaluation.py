@@ -146,3 +146,35 @@ def test_every_recipe_writes_the_full_report(make_cfg):
     assert saved["clinical"]["image_level"]["macro_auroc_ci"][0] <= saved["clinical"]["image_level"]["macro_auroc"]
     csv = (result.run_dir / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     assert "periodic/zero_shot_top1" in csv and "periodic/method_macro_auroc" in csv
+
+
+MULTI = {"tumour": "nuclei|crowded", "lymphocytes": "nuclei|crowded", "stroma": "nuclei|fibres", "adipose": "fat"}
+
+
+def test_multi_label_card_gets_the_clinical_report_and_a_loadable_bundle(make_cfg, tmp_path):
+    import csv
+
+    import yaml
+
+    import domainclip
+    from domainclip.demo import demo_root
+    from domainclip.run import run
+
+    root = demo_root("pathology")
+    rows = list(csv.DictReader((root / "manifest.csv").open()))
+    (root / "multilabel.csv").write_text("path,labels,slide_id\n" + "".join(
+        f"{r['path']},{MULTI[r['label']]},{r['slide_id']}\n" for r in rows))
+    card = {"name": "demo_multilabel", "modality": "pathology", "demo": "pathology", "license": "CC0-1.0",
+            "reader": {"name": "tiles"}, "manifest": "multilabel.csv", "task": "multi_label",
+            "columns": {"path": "path", "label": "labels", "group": "slide_id"},
+            "classes": [{"name": n, "description": f"{n} in the tissue"} for n in ("nuclei", "crowded", "fibres", "fat")],
+            "split": {"level": "slide", "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    result = run(make_cfg(f"data.card={tmp_path / 'card.yaml'}", "trainer.max_epochs=3", "tower.image.size=64",
+                          "eval.bootstrap=100", "trainer.enable_progress_bar=false"))
+    clinical = result.metrics["clinical"]
+    assert clinical["multi_label"] and set(clinical["operating_points"]) == {"nuclei", "crowded", "fibres", "fat"}
+    assert 0 <= clinical["image_level"]["macro_auroc_ci"][0] <= clinical["image_level"]["macro_auroc_ci"][1] <= 1
+    assert (result.run_dir / "report" / "roc_pr.png").is_file()
+    probs = domainclip.load_bundle(result.bundle_dir).predict(torch.randn(2, 3, 64, 64))
+    assert probs.shape == (2, 4) and not torch.allclose(probs.sum(-1), torch.ones(2))  # independent per class

@@ -12,11 +12,12 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 
-def roc_pr(path: Path, probs: np.ndarray, targets: np.ndarray, class_names: list[str], operating: dict) -> None:
-    """One-vs-rest ROC and PR curves per class, with each class's locked operating point."""
+def roc_pr(path: Path, probs: np.ndarray, positives: np.ndarray, class_names: list[str], operating: dict) -> None:
+    """Per-class (one-vs-rest) ROC and PR curves with each class's locked operating point;
+    ``positives`` is the (N, K) 0/1 matrix of true labels."""
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
     for k, name in enumerate(class_names):
-        pos = (targets == k).astype(int)
+        pos = positives[:, k]
         if pos.min() == pos.max():
             continue
         fpr, tpr, _ = roc_curve(pos, probs[:, k])

@@ -107,7 +107,13 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, images) -> torch.Tensor:
-        """(N, K) class probabilities: softmax of ``logits``."""
+        """(N, K) class probabilities: softmax of ``logits``; for multi-label bundles, per-class
+        sigmoids with the temperature and biases calibrated on validation."""
+        clinical = self.meta["metrics"].get("clinical", {})
+        if clinical.get("multi_label"):
+            from domainclip.evaluation.multilabel import probabilities
+
+            return probabilities(self.raw_logits(images), clinical["temperature"], clinical["bias"])
         return self.logits(images).softmax(-1)
 
 
