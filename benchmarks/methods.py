@@ -84,6 +84,7 @@ def cache_speedup(card: str, out: Path, extra: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
+    global METHODS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cards", nargs="+", default=["pathology"])
     ap.add_argument("--shots", nargs="+", type=int, default=[1, 4, 16])
@@ -93,7 +94,6 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=None, help=f"subset of {METHODS}")
     ap.add_argument("--smoke", action="store_true", help="one method, one shot, one seed, one epoch")
     args = ap.parse_args(argv)
-    global METHODS
     METHODS = args.methods or METHODS
     out = Path(args.out)
     extra = [f"trainer.max_epochs={args.epochs}", f"+trainer.check_val_every_n_epoch={args.epochs}"]
