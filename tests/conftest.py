@@ -33,49 +33,36 @@ def make_cfg(tmp_path):
     return _make
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_dir(tmp_path_factory) -> Path:
-    """A 2-layer CLIPModel built from a config and saved, with the MiniLM (BERT) tokenizer."""
-    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+def save_tiny_pair(out: Path, model_name: str, config_name: str, **extra) -> Path:
+    """A 2-layer transformers image-text model built from a config and saved with the MiniLM
+    (BERT) tokenizer, so it loads through the same code path as a real checkpoint."""
+    import torch
+    import transformers
 
     from domainclip.towers.two_tower import minilm_path
 
-    out = tmp_path_factory.mktemp("tiny-clip")
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
-    cfg = CLIPConfig(
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm_path()))
+    cfg = getattr(transformers, config_name)(
         text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, max_position_embeddings=64, eos_token_id=tok.sep_token_id,
                          pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=32, patch_size=8),
-        projection_dim=16,
+        **extra,
     )
-    import torch
-
     torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(out)
+    getattr(transformers, model_name)(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A tiny CLIPModel saved to a temp dir."""
+    return save_tiny_pair(tmp_path_factory.mktemp("tiny-clip"), "CLIPModel", "CLIPConfig", projection_dim=16)
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory) -> Path:
-    """A 2-layer SiglipModel built from a config and saved, with the MiniLM (BERT) tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, SiglipConfig, SiglipModel
-
-    from domainclip.towers.two_tower import minilm_path
-
-    out = tmp_path_factory.mktemp("tiny-siglip")
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
-    cfg = SiglipConfig(
-        text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=64, eos_token_id=tok.sep_token_id,
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-    )
-    torch.manual_seed(0)
-    SiglipModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    """A tiny SiglipModel saved to a temp dir."""
+    return save_tiny_pair(tmp_path_factory.mktemp("tiny-siglip"), "SiglipModel", "SiglipConfig")

@@ -53,9 +53,10 @@ def test_hf_clip_needs_a_path():
         build_tower({"name": "hf_clip", "path": None})
 
 
-@pytest.mark.parametrize("which", ["embedded", "tiny"])
-def test_declared_lora_targets_match_modules(which, embedded, tiny_clip_dir):
-    tower = embedded if which == "embedded" else tiny(tiny_clip_dir)
+@pytest.mark.parametrize("which", ["embedded", "tiny", "siglip"])
+def test_declared_lora_targets_match_modules(which, embedded, tiny_clip_dir, tiny_siglip_dir):
+    tower = {"embedded": lambda: embedded, "tiny": lambda: tiny(tiny_clip_dir),
+             "siglip": lambda: build_tower({"name": "hf_siglip", "path": str(tiny_siglip_dir)})}[which]()
     for side, names in tower.lora_targets.items():
         base, prefixes = tower.lora_scope([side])
         pattern = re.compile(target_regex({side: prefixes[side]}, {side: names}))
