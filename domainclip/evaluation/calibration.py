@@ -19,7 +19,7 @@ def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor, max_ite
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().clamp(0.01, 100.0))
+    return float(log_t.detach().exp().clamp(0.01, 100.0))
 
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:

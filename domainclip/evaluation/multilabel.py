@@ -27,7 +27,7 @@ def fit_sigmoid(val_logits: torch.Tensor, val_targets: torch.Tensor, max_iter: i
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().clamp(0.01, 100.0)), [float(b) for b in bias.detach()]
+    return float(log_t.detach().exp().clamp(0.01, 100.0)), [float(b) for b in bias.detach()]
 
 
 def probabilities(logits: torch.Tensor, temperature: float, bias: list[float]) -> torch.Tensor:
