@@ -166,8 +166,10 @@ def export_bundle(parts: RunParts, metrics: dict) -> Path:
     from domainclip.export.phi import identifying_values
 
     cfg, data = parts.cfg, parts.data
+    rerun = OmegaConf.to_container(cfg, resolve=True)
+    rerun["run_dir"] = "${hydra:runtime.output_dir}"  # a rerun writes to its own directory
     return write_bundle(parts.run_dir / "bundle", parts.task, bundle_metadata(parts, metrics), data.card,
-                        data.path.read_text(), OmegaConf.to_yaml(cfg, resolve=True), parts.bank.texts,
+                        data.path.read_text(), OmegaConf.to_yaml(OmegaConf.create(rerun)), parts.bank.texts,
                         identifying_values(data), merge=bool(cfg.export.merge),
                         onnx=bool(cfg.export.get("onnx", False)))
 
@@ -244,6 +246,5 @@ def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
         "thresholds": metrics.get("clinical", {}).get("thresholds", {}),
         "subgroups": metrics.get("clinical", {}).get("subgroups", {}),
         "eval_settings": plain(cfg.eval),
-        "reproduce": f"python -m domainclip data.card={data.card.name} tower={cfg.tower.name} "
-                     f"method={cfg.method.name} seed={cfg.seed}",
+        "reproduce": "python -m domainclip --config-dir BUNDLE_DIR --config-name reproduce",
     }

@@ -118,7 +118,7 @@ def test_bundle_layout_and_schema(tiny_both):
     _, bundle = tiny_both
     names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert {"metadata.json", "MODEL_CARD.md", "SHA256SUMS", "adapter_config.json", "adapter_model.safetensors",
-            "heads.safetensors", "data_card.yaml", "config.yaml", "merged/model.safetensors"} <= names
+            "heads.safetensors", "data_card.yaml", "reproduce.yaml", "merged/model.safetensors"} <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema()
     card = (bundle / "MODEL_CARD.md").read_text()

@@ -127,3 +127,14 @@ def test_wandb_logger_runs_offline(make_cfg, monkeypatch):
     offline_runs = list((result.run_dir / "wandb").glob("offline-run-*"))
     assert offline_runs, "wandb should write an offline run with no network"
     assert (result.run_dir / "logs" / "version_0" / "metrics.csv").is_file()  # CSV stays on
+
+
+def test_bundle_reproduce_config_reruns_the_job(pathology_run, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "domainclip", "--config-dir", str(pathology_run.bundle_dir),
+                           "--config-name", "reproduce", f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1",
+                           "eval.bootstrap=10", "trainer.enable_progress_bar=false"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rerun = json.loads((tmp_path / "metrics.json").read_text())
+    assert rerun["card"] == "demo_pathology" and (tmp_path / "bundle" / "metadata.json").is_file()
+    assert "run_dir" in (tmp_path / "config.yaml").read_text() and str(tmp_path) in (tmp_path / "config.yaml").read_text()

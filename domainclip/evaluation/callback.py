@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from domainclip.evaluation.metrics import classification_metrics
-from domainclip.evaluation.zero_shot import task_logits
+from domainclip.evaluation.logits import task_logits
 
 
 class PeriodicEvaluation(pl.Callback):

@@ -14,6 +14,7 @@ from domainclip.export.model_card import render_model_card
 
 HEADS_FILE = "heads.safetensors"
 SUMS_FILE = "SHA256SUMS"
+REPRODUCE_FILE = "reproduce.yaml"  # the resolved run config; not config.yaml, which conf/ would shadow
 
 
 def sha256_file(path: Path) -> str:
@@ -65,7 +66,7 @@ def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, conf
     from domainclip.export.schema import SCHEMA_VERSION, validate_metadata
 
     out_dir = Path(out_dir)
-    files = list(task.method.export_files) + [HEADS_FILE, "data_card.yaml", "config.yaml"]
+    files = list(task.method.export_files) + [HEADS_FILE, "data_card.yaml", REPRODUCE_FILE]
     meta = {"schema_version": SCHEMA_VERSION, **metadata, "files": files, "versions": versions()}
     validate_metadata(meta, str(out_dir))
     card_md = render_model_card(meta)
@@ -81,7 +82,7 @@ def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, conf
     heads = {k: v.detach().cpu().contiguous() for k, v in task.tower.export_state_dict().items()}
     save_file(heads, str(tmp / HEADS_FILE), metadata=SAFETENSORS_METADATA)
     (tmp / "data_card.yaml").write_text(card_text)
-    (tmp / "config.yaml").write_text(config_text)
+    (tmp / REPRODUCE_FILE).write_text(config_text)
     if merge:
         meta["files"] += write_merged(task, tmp)
     if onnx:

@@ -83,7 +83,8 @@ Captions derive from class labels, so the text side encodes the label set, not f
 Demo data cards contain synthetic images and say so.
 
 ## How to reproduce (CLAIM 43; TRIPOD+AI 18)
-The resolved config is `config.yaml` and the data card `data_card.yaml` in this bundle.
+The resolved config is `reproduce.yaml` and the data card `data_card.yaml` in this bundle; from
+the bundle's directory (BUNDLE_DIR), with the data card's files in place:
 ```
 {meta['reproduce']}
 ```
