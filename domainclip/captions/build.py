@@ -8,18 +8,6 @@ from domainclip.captions.templates import template_set_for
 from domainclip.paths import cache_dir
 
 
-def identifying_values(data) -> tuple[str, ...]:
-    """Values of the manifest columns the card marks as PHI (generated text must not contain them)."""
-    cols = set(data.card.phi.columns)
-    values = set()
-    for recs in data.splits.values():
-        for rec in recs:
-            if data.card.columns.group in cols:
-                values.add(rec.group)
-            values.update(str(v) for k, v in rec.extra.items() if k in cols and v)
-    return tuple(sorted(v for v in values if len(v) >= 3))
-
-
 def prepare_captions(data, template_set: str | None = None, llm: dict | None = None,
                      absent_findings: bool = False) -> tuple[CaptionBank, dict]:
     """Build the caption bank for a loaded card; returns it with a report for metrics.json."""
@@ -29,7 +17,9 @@ def prepare_captions(data, template_set: str | None = None, llm: dict | None = N
     if llm and llm.get("path"):
         settings = LLMSettings(**llm)
         cache_file = cache_dir() / "captions" / f"{data.card.name}.jsonl"
-        expansion = expand(data.card, data.digest, settings, cache_file, identifiers=identifying_values(data))
+        from domainclip.export.phi import identifying_values  # the same values the export audit uses
+
+        expansion = expand(data.card, data.digest, settings, cache_file, identifiers=tuple(identifying_values(data)))
         report["llm"] = {"model": expansion.model, "prompt_hash": expansion.prompt_hash,
                          "accepted": sum(len(v) for v in expansion.captions.values()),
                          "rejected": expansion.rejected, "cache_hits": expansion.cache_hits,
