@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 
 from domainclip.cards.manifest import Record
 from domainclip.readers import read
-from domainclip.transforms.pipeline import DomainOptions, Preprocess, to_tensor, to_unit_range
+from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 
 
 class ImageDataset(Dataset):
@@ -28,7 +28,7 @@ class ImageDataset(Dataset):
         """The normalised (C, S, S) tensor of record ``i``."""
         rec = self.records[i]
         arr, meta = read(rec.path, reader=self.reader, **self.reader_options, **rec.extra.get("read_options", {}))
-        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess, not self.domain.band_projection)
+        return model_input(arr, meta, self.domain, self.preprocess)
 
     def target(self, i: int) -> torch.Tensor:
         labels = self.records[i].labels

@@ -41,9 +41,7 @@ def _stroma(rng) -> np.ndarray:
     fibres = 0.5 + 0.5 * np.sin((xx * np.cos(theta) + yy * np.sin(theta) + warp) * rng.uniform(0.5, 0.8))
     img = _blend(np.broadcast_to(WHITE, (TILE, TILE, 3)).copy(), EOSIN * 0.9, 0.55 + 0.45 * fibres)
     centres = rng.uniform(0, TILE, size=(8, 2))
-    nuclei = disks((TILE, TILE), centres, rng.uniform(1.5, 2.5, 8))
-    nuclei = ndimage.zoom(nuclei, 1.0)  # thin spindle nuclei
-    return _blend(img, HEMATOXYLIN, nuclei)
+    return _blend(img, HEMATOXYLIN, disks((TILE, TILE), centres, rng.uniform(1.5, 2.5, 8)))
 
 
 def _adipose(rng) -> np.ndarray:

@@ -17,7 +17,7 @@ from domainclip.methods.base import PromptSet
 from domainclip.readers import read
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
-from domainclip.transforms.pipeline import DomainOptions, Preprocess, to_tensor, to_unit_range
+from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
@@ -79,25 +79,29 @@ class Predictor:
     def load_record(self, record) -> torch.Tensor:
         """The tower input for a card record (tiles and chips carry their read options)."""
         arr, meta = read(record.path, reader=self.reader, **self.reader_options, **record.extra.get("read_options", {}))
-        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess, not self.domain.band_projection)
+        return model_input(arr, meta, self.domain, self.preprocess)
+
+    def _pixels(self, images) -> torch.Tensor:
+        """A ready (B, C, S, S) tensor as is; paths or (C, H, W) arrays read and preprocessed."""
+        return images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
 
     def _to_tensor(self, item) -> torch.Tensor:
         if isinstance(item, (str, Path)):
             arr, meta = read(item, reader=self.reader, **self.reader_options)
         else:
             arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
-        return to_tensor(to_unit_range(arr, meta, self.domain), self.preprocess, not self.domain.band_projection)
+        return model_input(arr, meta, self.domain, self.preprocess)
 
     @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
         """Normalised image embeddings for paths, (C, H, W) arrays, or a ready (B, C, S, S) tensor."""
-        pixels = images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
+        pixels = self._pixels(images)
         return F.normalize(self.tower.encode_image(pixels), dim=-1)
 
     @torch.inference_mode()
     def raw_logits(self, images) -> torch.Tensor:
         """(N, K) logits of the method before calibration."""
-        pixels = images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
+        pixels = self._pixels(images)
         return self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
 
     @torch.inference_mode()

@@ -70,6 +70,11 @@ def to_unit_range(arr: np.ndarray, meta: dict, opts: DomainOptions) -> np.ndarra
     return to_three_channels(out.astype(np.float32, copy=False))
 
 
+def model_input(arr: np.ndarray, meta: dict, domain: DomainOptions, pre: Preprocess) -> torch.Tensor:
+    """Reader output -> the tower's input tensor (left at 0..1 when a band projection normalises)."""
+    return to_tensor(to_unit_range(arr, meta, domain), pre, not domain.band_projection)
+
+
 def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> torch.Tensor:
     """Resize (antialiased bilinear) to the tower's size and normalise; returns (C, S, S).
 
