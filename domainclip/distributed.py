@@ -1,6 +1,8 @@
 """Cross-rank feature exchange for contrastive losses (gradients flow back to every rank)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 
@@ -18,9 +20,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     _, size = world()
     if size == 1:
         return x
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+    with warnings.catch_warnings():  # the public autograd all-gather; its successor is still private API
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x), dim=0)
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
@@ -31,3 +37,23 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def launch_rank() -> int:
+    """Global rank of this process as set by the launcher (torchrun, SLURM, Lightning's DDP
+    subprocesses), known before any process group exists; 0 for a plain run."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def computed_once(target: Path):
+    """Lock for work that produces ``target`` (a cache file or folder): under several processes
+    (DDP ranks, nodes sharing a file system, parallel runs) the first to take the lock computes
+    while the others wait, then find ``target`` present and only read it. No duplicate work, no
+    half-written reads."""
+    from filelock import FileLock
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(target) + ".lock", timeout=-1)

@@ -16,6 +16,7 @@ from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_d
 from domainclip.data.features import cache_key, cached_features
 from domainclip.data.few_shot import few_shot_subset
 from domainclip.data.preflight import write_quarantine
+from domainclip.distributed import launch_rank
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
@@ -144,7 +145,7 @@ def setup(cfg: DictConfig) -> RunParts:
     data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
     if cfg.data.get("shots"):
         data.splits["train"] = few_shot_subset(data.splits["train"], int(cfg.data.shots), int(cfg.seed))
-    if data.quarantine:
+    if data.quarantine and launch_rank() == 0:
         write_quarantine(run_dir / "quarantine.jsonl", data.quarantine)
     bank, caption_report = prepare_captions(data, cfg.captions.template_set, plain(cfg.captions.llm),
                                             cfg.captions.absent_findings)
@@ -192,13 +193,17 @@ def run_once(cfg: DictConfig) -> Result:
     """One run: data, captions, training, evaluation, export."""
     t0 = time.perf_counter()
     parts = setup(cfg)
-    (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    lead = launch_rank() == 0  # under DDP only rank 0 evaluates and writes the run directory
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
+    if lead:
+        (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
-    before = predictions(task, dm, data, splits, zero_shot=True)
+    before = predictions(task, dm, data, splits, zero_shot=True) if lead else {}
     method_report = task.method.fit(task, dm, lambda: build_trainer(cfg, parts.run_dir))
     timings["train_s"] = time.perf_counter() - t
+    if not lead:
+        return Result(run_dir=parts.run_dir, metrics={}, bundle_dir=None, timings=timings)
     t = time.perf_counter()
     settings = eval_settings(cfg, data)
     after = predictions(task, dm, data, splits)

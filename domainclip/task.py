@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from contextlib import nullcontext
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from domainclip.losses import LOSSES
+from domainclip.grad_cache import all_reduce_gradients, grad_cache_backward
+from domainclip.losses import LOSSES, global_mean
 from domainclip.methods import build_method
 from domainclip.methods.base import Method, PromptSet, image_embeddings
 from domainclip.towers import build_tower
@@ -34,11 +36,14 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1):
     return factor
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for class indices, binary cross-entropy for multi-hot targets."""
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy for class indices, binary cross-entropy for multi-hot targets; the mean over
+    the valid samples of the global batch."""
     if labels.ndim == 2:
-        return F.binary_cross_entropy_with_logits(logits, labels.float())
-    return F.cross_entropy(logits, labels)
+        per_sample = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(1)
+    else:
+        per_sample = F.cross_entropy(logits, labels, reduction="none")
+    return global_mean(per_sample, valid)
 
 
 def hit_rate(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -63,6 +68,11 @@ class ContrastiveTask(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.loss_fn = LOSSES.get(loss["name"])  # validate names before loading any weights
+        self.loss_options = {k: v for k, v in loss.items() if k not in ("name", "grad_cache")}
+        self.grad_cache = int(loss.get("grad_cache") or 0)  # chunk size; 0 = plain backward
+        self.guard = None  # a NonFiniteGuard, set by the run from cfg.guard
+        self._batch_ids: list[int] = []
+        self.automatic_optimization = not self.grad_cache
         self.method = build_method(method)
         self.tower = build_tower(tower)
         if input_adapter:
@@ -107,23 +117,59 @@ class ContrastiveTask(pl.LightningModule):
         return F.normalize(emb, dim=-1)[inverse]
 
     def _loss(self, batch: dict, epoch: int) -> torch.Tensor:
+        valid = batch.get("valid")  # False for the sampler's padding copies
         if self.method.objective == "classification":
-            return classification_loss(self.logits(batch), batch["label"])
+            return classification_loss(self.logits(batch), batch["label"], valid)
+        return self.pair_loss(*self.embed_pair(batch, epoch), batch)
+
+    def embed_pair(self, batch: dict, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised image embeddings and the embeddings of each sample's caption this epoch."""
         img = image_embeddings(self.tower, batch)
-        txt = self.text_embeddings(self.pick_captions(batch["pool"], batch["index"], epoch))
-        # same pool = same label set: the label-aware loss treats those pairs as positives
-        return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["pool"], logit_bias=self.tower.logit_bias)
+        return img, self.text_embeddings(self.pick_captions(batch["pool"], batch["index"], epoch))
+
+    def pair_loss(self, img: torch.Tensor, txt: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The contrastive loss of the (globally gathered) pairs; same pool = same label set, which
+        the label-aware loss treats as positives."""
+        return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["pool"], logit_bias=self.tower.logit_bias,
+                            valid=batch.get("valid"), **self.loss_options)
 
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch, self.current_epoch)
+        ids = batch["index"][batch["valid"]] if "valid" in batch else batch["index"]
+        self._batch_ids = ids.tolist()
+        loss = self._grad_cache_step(batch) if self.grad_cache else self._loss(batch, self.current_epoch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
         self.log("train/logit_scale", self.tower.logit_scale.detach(), batch_size=len(batch["label"]))
         return loss
 
+    def _grad_cache_step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step with GradCache (manual optimization): the loss of the full batch
+        with the activation memory of ``loss.grad_cache`` samples."""
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        model = self.trainer.strategy.model
+        no_sync = getattr(model, "no_sync", nullcontext)
+        loss = grad_cache_backward(self, batch, self.current_epoch, self.grad_cache, self.manual_backward, no_sync)
+        params = [p for p in self.parameters() if p.requires_grad]
+        all_reduce_gradients(params)
+        if self.guard is None or self.guard.step_allowed(loss, params, self.global_step, self._batch_ids):
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        return loss
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        """With a guard: forward and backward first, then step only if every rank's loss and
+        gradients are finite (decided together; see ``reliability.guard``)."""
+        if self.guard is None or self.guard.mode == "off" or optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        loss = optimizer_closure()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if self.guard.step_allowed(loss, params, self.global_step, self._batch_ids):
+            optimizer.step()
+
     def validation_step(self, batch, batch_idx):
         n = len(batch["label"])
-        self.log("val/loss", self._loss(batch, 0), prog_bar=True, batch_size=n)
-        self.log("val/top1", hit_rate(self.logits(batch), batch["label"]), prog_bar=True, batch_size=n)
+        self.log("val/loss", self._loss(batch, 0), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/top1", hit_rate(self.logits(batch), batch["label"]), prog_bar=True, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self):
         heads = {id(t) for t in self.tower.head_state_dict().values()}

@@ -19,7 +19,10 @@ def prepare_captions(data, template_set: str | None = None, llm: dict | None = N
         cache_file = cache_dir() / "captions" / f"{data.card.name}.jsonl"
         from domainclip.export.phi import identifying_values  # the same values the export audit uses
 
-        expansion = expand(data.card, data.digest, settings, cache_file, identifiers=tuple(identifying_values(data)))
+        from domainclip.distributed import computed_once
+
+        with computed_once(cache_file):  # one process generates, the others then read the cache
+            expansion = expand(data.card, data.digest, settings, cache_file, identifiers=tuple(identifying_values(data)))
         report["llm"] = {"model": expansion.model, "prompt_hash": expansion.prompt_hash,
                          "accepted": sum(len(v) for v in expansion.captions.values()),
                          "rejected": expansion.rejected, "cache_hits": expansion.cache_hits,

@@ -7,6 +7,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from domainclip.data.sampler import EpochShardSampler, PaddedDataset, seed_worker
+from domainclip.distributed import world
+
 
 def dataset_labels(dataset: Dataset) -> list[int]:
     """First label of every sample (class-balanced sampling uses it)."""
@@ -25,8 +28,9 @@ def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRa
 
 
 class SplitDataModule(pl.LightningDataModule):
-    """Serves ready-made train/val/test datasets with a seeded shuffling generator; with
-    ``balanced=True`` the train loader samples classes equally often."""
+    """Serves ready-made train/val/test datasets. Training draws a seeded permutation per epoch,
+    sharded over the ranks so that each sample is seen once per epoch (``EpochShardSampler``);
+    with ``balanced=True`` it samples classes equally often instead (with replacement)."""
 
     def __init__(self, datasets: dict[str, Dataset], batch_size: int = 32, num_workers: int = 0, seed: int = 0,
                  balanced: bool = False):
@@ -43,7 +47,19 @@ class SplitDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        if self.balanced:
+            return self._loader("train", shuffle=True)
+        rank, size = world()
+        gen = torch.Generator()
+        sampler = EpochShardSampler(self.datasets["train"], num_replicas=size, rank=rank, seed=self.seed,
+                                    worker_generator=gen)
+        sampler.set_epoch(0)
+        pad = sampler.per_rank * size - sampler.n
+        dataset = PaddedDataset(self.datasets["train"], pad) if pad else self.datasets["train"]
+        self.train_sampler = sampler
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False, generator=gen,
+                          worker_init_fn=seed_worker)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

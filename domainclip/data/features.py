@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from domainclip.data.dataset import FeatureDataset, ImageDataset
+from domainclip.distributed import computed_once
 
 
 def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str:
@@ -45,14 +46,20 @@ def cached_features(tower, dataset: ImageDataset, cache_dir: Path | None, key: s
 
     Returns the dataset and whether the cache was hit.
     """
-    path = Path(cache_dir) / f"{key}.safetensors" if cache_dir else None
-    if path is not None and path.is_file():
+    if not cache_dir:
+        return compute_features(tower, dataset, **kwargs), False
+    path = Path(cache_dir) / f"{key}.safetensors"
+    with computed_once(path):  # under DDP one rank computes, the others wait and read
+        return _load_or_compute(tower, dataset, path, **kwargs)
+
+
+def _load_or_compute(tower, dataset: ImageDataset, path: Path, **kwargs) -> tuple[FeatureDataset, bool]:
+    if path.is_file():
         t = load_file(path)
         return FeatureDataset(t["features"], t["labels"], dataset.pools), True
     ds = compute_features(tower, dataset, **kwargs)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"features": ds.features.contiguous(), "labels": ds.labels.contiguous()}, str(tmp))
-        tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"features": ds.features.contiguous(), "labels": ds.labels.contiguous()}, str(tmp))
+    tmp.replace(path)
     return ds, False

@@ -41,6 +41,13 @@ def write_readme(root: Path, title: str, body: str) -> None:
 
 def ensure_generated(root: Path, name: str, seed: int, generate: Callable[[Path, int], None]) -> Path:
     """Generate the demo into ``root`` unless a complete copy of this version and seed is there."""
+    from domainclip.distributed import computed_once
+
+    with computed_once(root):
+        return _generate_unless_present(root, name, seed, generate)
+
+
+def _generate_unless_present(root: Path, name: str, seed: int, generate: Callable[[Path, int], None]) -> Path:
     marker = root / MARKER
     want = {"name": name, "version": DEMO_VERSION, "seed": seed}
     if marker.is_file() and json.loads(marker.read_text()) == want:

@@ -140,6 +140,15 @@ class Tower(nn.Module):
             state.update({f"input_adapter.{k}": v for k, v in self.input_adapter.state_dict().items()})
         return state
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute transformer-block activations in backward (``transformers`` gradient
+        checkpointing) in every submodel that supports it: less memory, about 30% more compute."""
+        from transformers import PreTrainedModel
+
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def weights_digest(self) -> str:
         """Digest of the base (pretrained) weights, recorded in bundles."""
         raise NotImplementedError
@@ -150,4 +159,8 @@ def build_tower(cfg: dict) -> Tower:
     from domainclip import towers  # noqa: F401 - registers the built-in towers
 
     cfg = dict(cfg)
-    return TOWERS.get(cfg.pop("name"))(**cfg)
+    checkpointing = bool(cfg.pop("activation_checkpointing", False))
+    tower = TOWERS.get(cfg.pop("name"))(**cfg)
+    if checkpointing:
+        tower.enable_activation_checkpointing()
+    return tower

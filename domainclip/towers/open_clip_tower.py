@@ -39,6 +39,10 @@ class OpenClipTower(Tower):
                                      std=tuple(cfg.get("std", (0.5,) * 3)))
         self.lora_targets = {"image": ["qkv", "out_proj"], "text": ["out_proj"]}
 
+    def enable_activation_checkpointing(self) -> None:
+        """open_clip's own gradient checkpointing of its residual attention blocks."""
+        self.model.set_grad_checkpointing(True)
+
     def tokenize(self, texts):
         ids = self.tokenizer(list(texts))
         return {"input_ids": ids, "attention_mask": (ids != 0).long()}
