@@ -17,6 +17,8 @@ from domainclip.data.features import cache_key, cached_features
 from domainclip.data.few_shot import few_shot_subset
 from domainclip.data.preflight import write_quarantine
 from domainclip.distributed import launch_rank
+from domainclip.reliability.capsule import write_capsule
+from domainclip.reliability.guard import NonFiniteGuard
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
@@ -131,9 +133,16 @@ def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
-    """Trainer from ``cfg.trainer`` with the configured loggers (CSV always)."""
+    """Trainer from ``cfg.trainer`` with the configured loggers (CSV always); ``trainer.resume``
+    becomes ``trainer.resume_ckpt`` (the checkpoint ``fit`` continues from, or None)."""
+    from domainclip.reliability.resume import find_checkpoint
+
     loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
-    return hydra.utils.instantiate(cfg.trainer, logger=loggers, default_root_dir=str(run_dir))
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    resume = options.pop("resume", None)
+    trainer = hydra.utils.instantiate(options, logger=loggers, default_root_dir=str(run_dir))
+    trainer.resume_ckpt = find_checkpoint(resume, run_dir)
+    return trainer
 
 
 def setup(cfg: DictConfig) -> RunParts:
@@ -151,6 +160,7 @@ def setup(cfg: DictConfig) -> RunParts:
                                             cfg.captions.absent_findings)
     timings["data_and_captions_s"] = time.perf_counter() - t0
     t = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # cold and warm caches build the same model
     task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
                            class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
@@ -197,9 +207,14 @@ def run_once(cfg: DictConfig) -> Result:
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     if lead:
         (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_capsule(parts.run_dir, cfg, data)
+    guard = cfg.get("guard") or {}
+    task.guard = NonFiniteGuard(guard.get("nonfinite", "skip"), guard.get("max_consecutive", 5),
+                                parts.run_dir / "nonfinite.jsonl")
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
     before = predictions(task, dm, data, splits, zero_shot=True) if lead else {}
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # training RNG independent of what ran before
     method_report = task.method.fit(task, dm, lambda: build_trainer(cfg, parts.run_dir))
     timings["train_s"] = time.perf_counter() - t
     if not lead:

@@ -46,8 +46,9 @@ def worker(rank: int, init_file: str, out_dir: str):
         loss, gi, gt = loss_and_grads(name, img[part], txt[part], labels[part], local, VALID[part])
         results[f"{name}/{local}/padded"] = {"loss": loss, "gi": gi, "gt": gt}
     per_sample = torch.arange(B, dtype=torch.float64, requires_grad=True) + rank * B
-    results["mean"] = global_mean(per_sample ** 2, VALID[part])
+    results["mean"] = global_mean(per_sample ** 2, VALID[part]).detach()
     torch.save(results, f"{out_dir}/rank{rank}.pt")
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -17,6 +17,7 @@ from domainclip.errors import DomainClipError
 
 def reexport(run_dir: Path, merge: bool | None = None) -> Path:
     """Rebuild the run's task from its config and checkpoint, then write ``bundle/`` again."""
+    from domainclip.reliability.checkpoint_io import safe_torch_load
     from domainclip.run import export_bundle, setup
 
     cfg_file = run_dir / "config.yaml"
@@ -31,7 +32,7 @@ def reexport(run_dir: Path, merge: bool | None = None) -> Path:
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
             raise DomainClipError(f"{ckpt} missing: the run kept no checkpoint (trainer.enable_checkpointing=false?)")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        state = safe_torch_load(ckpt)["state_dict"]
         missing = {n for n, p in parts.task.named_parameters() if p.requires_grad} - set(state)
         if missing:
             raise DomainClipError(f"{ckpt} lacks trained tensors {sorted(missing)[:5]}; it belongs to another run")

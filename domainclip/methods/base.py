@@ -101,7 +101,8 @@ class Method:
     def fit(self, task, datamodule, make_trainer) -> dict:
         """Train; returns a report for metrics.json. Default: Lightning ``Trainer.fit``."""
         if self.trains:
-            make_trainer().fit(task, datamodule=datamodule)
+            trainer = make_trainer()
+            trainer.fit(task, datamodule=datamodule, ckpt_path=getattr(trainer, "resume_ckpt", None))
         return {}
 
     def export(self, tower: Tower, out_dir: Path) -> None:

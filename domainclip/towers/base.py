@@ -154,6 +154,19 @@ class Tower(nn.Module):
         raise NotImplementedError
 
 
+def hub_options(trust_remote_code: bool = False, revision: str | None = None) -> dict:
+    """``from_pretrained`` keywords. Remote code runs only when asked for *and* pinned to a full
+    commit SHA, so the code that runs is the code that was reviewed."""
+    import re
+
+    if trust_remote_code and not re.fullmatch(r"[0-9a-f]{40}", str(revision or "")):
+        from domainclip.errors import ConfigError
+
+        raise ConfigError(f"tower.trust_remote_code=true needs tower.revision pinned to a 40-hex commit SHA "
+                          f"(got {revision!r}): remote code from a moving branch is refused")
+    return {"trust_remote_code": bool(trust_remote_code), **({"revision": revision} if revision else {})}
+
+
 def build_tower(cfg: dict) -> Tower:
     """Build the tower named by ``cfg['name']`` from its plain config."""
     from domainclip import towers  # noqa: F401 - registers the built-in towers

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from torch import nn
 
-from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
+from domainclip.towers.base import TOWERS, Tower, files_digest, hub_options, weight_files
 from domainclip.towers.two_tower import _local_or_hub
 from domainclip.transforms.pipeline import Preprocess
 from domainclip.errors import ConfigError
@@ -32,19 +32,21 @@ class HFClipTower(Tower):
 
     model_class = "CLIPModel"
 
-    def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None):
+    def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None,
+                 trust_remote_code: bool = False, revision: str | None = None):
+        hub = hub_options(trust_remote_code, revision)
         if not path:
             raise ConfigError(f"tower.path is required for tower '{self.model_class}': a local directory or a hub id")
         import transformers
         from transformers import AutoTokenizer
 
         source = _local_or_hub(path)
-        model = getattr(transformers, self.model_class).from_pretrained(source)
+        model = getattr(transformers, self.model_class).from_pretrained(source, **hub)
         super().__init__(float(model.logit_scale.detach()))
         self.source = source
         self.model = model
         self.image_encoder, self.text_encoder = model.vision_model, model.text_model
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **hub)
         self.max_text_length = int(max_length or model.config.text_config.max_position_embeddings)
         self.preprocess = _preprocess_from(source, model.config.vision_config.image_size)
         default = {"image": ["q_proj", "v_proj"], "text": ["q_proj", "v_proj"]}
@@ -89,8 +91,9 @@ class HFSiglipTower(HFClipTower):
     model_class = "SiglipModel"
     trim_padding = False  # SigLIP pools the last position, padding included, as it was trained
 
-    def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None):
-        super().__init__(path, max_length, lora_targets)
+    def __init__(self, path: str | None = None, max_length: int | None = None, lora_targets: dict | None = None,
+                 trust_remote_code: bool = False, revision: str | None = None):
+        super().__init__(path, max_length, lora_targets, trust_remote_code, revision)
         self.logit_bias = nn.Parameter(self.model.logit_bias.detach().clone().reshape(()))
 
     def image_head(self, features):

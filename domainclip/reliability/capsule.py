@@ -1,0 +1,154 @@
+"""The run capsule: everything needed to rerun a run and to notice what changed since.
+
+``run_dir/capsule/`` holds
+
+- ``config.yaml`` (resolved) and ``overrides.yaml`` (the command-line overrides);
+- ``environment.json``: git SHA and dirty flag of the domainclip source, python, platform, torch /
+  CUDA versions, device names, seed;
+- ``pip_freeze.txt``: every installed distribution and version;
+- ``data.json``: SHA-256 of every data file the card lists (and of the card), the manifest digest
+  over them, and the split hash (which file went to which split).
+
+File hashes are cached by (path, size, mtime) in ``$DOMAINCLIP_CACHE/file_hashes.json``, so only
+new or touched files are read again. ``python -m domainclip.replay RUN_DIR`` checks the data
+against ``data.json`` and reruns the config.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from domainclip.distributed import computed_once
+from domainclip.paths import cache_dir
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class HashCache:
+    """SHA-256 per file, reused while (size, mtime_ns) are unchanged."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else cache_dir() / "file_hashes.json"
+        self.entries = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.dirty = False
+
+    def sha256(self, path: Path) -> str:
+        st = Path(path).stat()
+        key, stamp = str(Path(path).resolve()), [st.st_size, st.st_mtime_ns]
+        hit = self.entries.get(key)
+        if hit and hit["stamp"] == stamp:
+            return hit["sha256"]
+        digest = file_sha256(path)
+        self.entries[key], self.dirty = {"stamp": stamp, "sha256": digest}, True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        with computed_once(self.path):
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.entries))
+            tmp.replace(self.path)
+
+
+def data_fingerprint(data, hashes: HashCache | None = None) -> dict:
+    """Per-file SHA-256 (paths relative to the card root), the manifest digest and the split hash."""
+    hashes = hashes or HashCache()
+    files = {"card": {"path": str(data.path), "sha256": hashes.sha256(data.path)}}
+    entries = {}
+    for split, records in data.splits.items():
+        for rec in records:
+            rel = _relative(rec.path, data.root)
+            entries[rel] = {"sha256": hashes.sha256(rec.path), "split": split}
+    hashes.save()
+    manifest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in sorted(entries.items())}).encode()).hexdigest()
+    splits = hashlib.sha256(json.dumps({k: v["split"] for k, v in sorted(entries.items())}).encode()).hexdigest()
+    return {"root": str(data.root), **files, "manifest_sha256": manifest, "split_hash": splits, "files": entries}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def changed_files(recorded: dict) -> list[str]:
+    """Files of a recorded fingerprint that are missing or whose content changed, by name."""
+    root, bad = Path(recorded["root"]), []
+    hashes = HashCache()
+    card = Path(recorded["card"]["path"])
+    if not card.is_file() or hashes.sha256(card) != recorded["card"]["sha256"]:
+        bad.append(str(card))
+    for rel, entry in recorded["files"].items():
+        path = root / rel
+        if not path.is_file():
+            bad.append(f"{path} (missing)")
+        elif hashes.sha256(path) != entry["sha256"]:
+            bad.append(str(path))
+    hashes.save()
+    return bad
+
+
+def git_state() -> dict:
+    """SHA and dirty flag of the git checkout domainclip runs from (null outside one)."""
+    src = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=20)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return {"sha": None, "dirty": None}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        return {"sha": head.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"sha": None, "dirty": None}
+
+
+def environment(seed: int) -> dict:
+    """Versions and devices this run used."""
+    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"git": git_state(), "python": sys.version.split()[0], "platform": platform.platform(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "devices": devices or [platform.processor() or platform.machine()], "seed": int(seed)}
+
+
+def pip_freeze() -> str:
+    """``name==version`` of every installed distribution, sorted."""
+    seen = {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]}
+    return "\n".join(sorted(seen, key=str.lower)) + "\n"
+
+
+def overrides() -> list[str]:
+    """The command-line overrides of the current Hydra run ([] outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def write_capsule(run_dir: Path, cfg: DictConfig, data) -> Path:
+    """Write ``run_dir/capsule`` (see module docstring); returns its path."""
+    out = Path(run_dir) / "capsule"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides())))
+    (out / "environment.json").write_text(json.dumps(environment(cfg.seed), indent=2))
+    (out / "pip_freeze.txt").write_text(pip_freeze())
+    (out / "data.json").write_text(json.dumps(data_fingerprint(data), indent=2))
+    return out

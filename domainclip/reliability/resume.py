@@ -1,0 +1,88 @@
+"""Exact resume: RNG states and the data position travel in every checkpoint.
+
+Lightning restores model, optimizer, scheduler, AMP scaler and loop progress, but not the random
+number generators or the position in the epoch's data order. ``ResumeState`` adds both to the
+checkpoint (as callback state) and puts them back: the sampler skips the batches the interrupted
+epoch already consumed, and the RNG states (python, numpy, torch, CUDA) are restored just before
+the first resumed step, so the run continues exactly as if it had never stopped.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+
+def capture_rng() -> dict:
+    """Every RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Put back the states from ``capture_rng``."""
+    random.setstate(_as_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class ResumeState(pl.Callback):
+    """Checkpoint state: RNG states and (epoch, batches done in that epoch); restored on resume."""
+
+    def __init__(self):
+        self.pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        trainer = self._trainer
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"rng": capture_rng(), "epoch": trainer.current_epoch, "batches_done": int(progress.processed),
+                "global_step": trainer.global_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.pending = dict(state_dict)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.pending is None:
+            return
+        sampler = getattr(trainer.datamodule, "train_sampler", None) if trainer.datamodule else None
+        if sampler is not None and self.pending["batches_done"]:
+            sampler.resume_at(self.pending["epoch"], self.pending["batches_done"] * trainer.datamodule.batch_size)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.pending is not None:  # the first step after resuming sees the saved RNG states
+            restore_rng(self.pending["rng"])
+            self.pending = None
+
+
+def find_checkpoint(resume: str | None, run_dir: Path) -> str | None:
+    """``trainer.resume``: ``auto`` = ``run_dir/checkpoints/last.ckpt`` when it exists, a path = that
+    file, null = start fresh."""
+    if not resume:
+        return None
+    if str(resume) == "auto":
+        last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        from domainclip.errors import ConfigError
+
+        raise ConfigError(f"trainer.resume={resume}: no such checkpoint; use auto, null or a .ckpt path")
+    return str(path)

@@ -1,0 +1,230 @@
+"""Reliability guarantees: exact resume after SIGTERM, atomic checkpoints, seeded determinism,
+the run capsule and replay, hostile checkpoints and remote code."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from domainclip.errors import ConfigError
+from domainclip.reliability.checkpoint_io import AtomicCheckpointIO, UnsafeCheckpointError, atomic_torch_save
+from domainclip.sample_log import read_sample_log
+
+# LoRA dropout makes the weights depend on the RNG stream, so a resume that restored the wrong
+# RNG state (or skipped the wrong batches) cannot end with the same weights.
+TRAIN = ["recipe=pathology", "trainer.max_epochs=2", "data.batch_size=8", "method.dropout=0.2",
+         "eval.bootstrap=0", "export.enabled=false", "trainer.enable_progress_bar=false"]
+
+
+def domainclip(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "domainclip", *TRAIN, f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", *extra]
+    env = {**os.environ, "DOMAINCLIP_CACHE": str(cache)}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def trained(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def consumed(run_dir: Path) -> list[tuple]:
+    return [(s["epoch"], s["step"], tuple(s["ids"])) for s in read_sample_log(run_dir / "samples")[0]]
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(tmp_path, _cache):
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full = domainclip(full_dir, _cache)
+    assert full.wait(timeout=240) == 0, full.stderr.read()[-3000:]
+    steps = len(consumed(full_dir))  # 2 epochs x 20 batches
+    stop_after = random.Random().randint(3, steps // 2 - 3)  # a random step inside the first epoch
+
+    cut = domainclip(cut_dir, _cache)
+    log = cut_dir / "samples" / "rank0.jsonl"
+    deadline = time.time() + 200
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < stop_after):
+        time.sleep(0.02)
+    cut.send_signal(signal.SIGTERM)
+    assert cut.wait(timeout=120) == 143, cut.stderr.read()[-3000:]
+    stopped = len(consumed(cut_dir))
+    assert stopped < steps, "the signal must arrive before training ends"
+    assert trained(cut_dir)["global_step"] == stopped  # the checkpoint is the last finished step
+
+    resumed = domainclip(cut_dir, _cache, "trainer.resume=auto")
+    assert resumed.wait(timeout=240) == 0, resumed.stderr.read()[-3000:]
+    assert consumed(cut_dir) == consumed(full_dir)  # same sample ids, in the same order, at the same steps
+    a, b = trained(full_dir), trained(cut_dir)
+    assert a["global_step"] == b["global_step"] == steps
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    metrics = [json.loads((d / "metrics.json").read_text())["metrics"]["zero_shot_after"] for d in (full_dir, cut_dir)]
+    assert metrics[0] == metrics[1]
+
+
+WRITER = """
+import sys, torch
+from domainclip.reliability.checkpoint_io import atomic_torch_save
+atomic_torch_save({"step": 1, "w": torch.ones(3)}, sys.argv[1])
+print("first", flush=True)
+atomic_torch_save({"step": 2, "w": torch.zeros(150_000_000, dtype=torch.uint8)}, sys.argv[1])
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "first"
+    tmp = path.with_name(path.name + ".tmp")
+    deadline = time.time() + 60
+    while not tmp.exists() and time.time() < deadline:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0, "killed while writing"
+    state = AtomicCheckpointIO().load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+def run_seeded(make_cfg, run_dir_name: str, seed: int):
+    from domainclip.run import run
+
+    cfg = make_cfg("recipe=pathology", "trainer.max_epochs=1", "method.dropout=0.2", "eval.bootstrap=0",
+                   "export.enabled=false", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
+                   f"seed={seed}")
+    cfg.run_dir = str(Path(cfg.run_dir).parent / run_dir_name)
+    result = run(cfg)
+    return trained(result.run_dir)["state_dict"], result
+
+
+@pytest.mark.timeout(300)
+def test_seeded_runs_are_bitwise_equal_and_seeds_differ(make_cfg):
+    a, ra = run_seeded(make_cfg, "a", 0)
+    b, rb = run_seeded(make_cfg, "b", 0)
+    c, _ = run_seeded(make_cfg, "c", 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ra.metrics["zero_shot_after"] == rb.metrics["zero_shot_after"]
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_worker_seeding_differs_per_worker_and_repeats_across_reruns():
+    import numpy as np
+
+    from domainclip.data import SplitDataModule
+
+    class Noisy(torch.utils.data.Dataset):
+        records = []
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"index": torch.tensor(i), "label": torch.tensor(0), "aug": torch.tensor([np.random.rand(), torch.rand(()).item()])}
+
+    def draws():
+        dm = SplitDataModule({"train": Noisy()}, batch_size=1, num_workers=2, seed=5)
+        return {int(b["index"]): b["aug"][0].tolist() for b in dm.train_dataloader()}
+
+    first, second = draws(), draws()
+    assert first == second  # reruns repeat
+    assert len({tuple(v) for v in first.values()}) == 8  # no two samples (or workers) share a draw
+
+
+@pytest.mark.timeout(300)
+def test_capsule_and_replay_name_a_changed_data_file(make_cfg, tmp_path):
+    from domainclip.replay import check_data, main, replay
+    from domainclip.run import run
+
+    cfg = make_cfg("recipe=pathology", f"data.demo_dir={tmp_path / 'demo'}", "trainer.max_epochs=1",
+                   "eval.bootstrap=0", "export.enabled=false", "trainer.enable_progress_bar=false")
+    result = run(cfg)
+    capsule = result.run_dir / "capsule"
+    env = json.loads((capsule / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["seed"] == 0 and "dirty" in env["git"]
+    assert "torch==" in (capsule / "pip_freeze.txt").read_text()
+    data = json.loads((capsule / "data.json").read_text())
+    assert len(data["files"]) == 320 and len(data["split_hash"]) == 64
+    assert check_data(result.run_dir) == []
+
+    again = replay(result.run_dir)  # unchanged data: reruns to the same metrics
+    assert again.metrics["zero_shot_after"] == result.metrics["zero_shot_after"]
+
+    victim = Path(data["root"]) / sorted(data["files"])[7]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    assert check_data(result.run_dir) == [str(victim)]
+    assert main([str(result.run_dir), "--check-only"]) == 2
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_checkpoint_is_refused_on_every_load_path(make_cfg, tmp_path):
+    marker = tmp_path / "PWNED"
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "evil": Payload(marker)}, ckpt)
+
+    with pytest.raises(UnsafeCheckpointError, match="refused"):
+        AtomicCheckpointIO().load_checkpoint(ckpt)  # the trainer's resume path
+    from omegaconf import OmegaConf
+
+    from domainclip.export.__main__ import reexport
+
+    cfg = make_cfg("trainer.resume=auto")
+    (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with pytest.raises(UnsafeCheckpointError):
+        reexport(tmp_path / "run", None)  # python -m domainclip.export run_dir=...
+    from domainclip.run import build_trainer
+
+    trainer = build_trainer(cfg, tmp_path / "run")
+    assert trainer.resume_ckpt == str(ckpt)
+    with pytest.raises(UnsafeCheckpointError):
+        trainer.strategy.checkpoint_io.load_checkpoint(trainer.resume_ckpt)
+    assert not marker.exists()
+
+
+def test_pickle_payload_adapter_bin_is_refused(tmp_path):
+    from peft.utils import load_peft_weights
+
+    from domainclip.errors import BundleError
+    from domainclip.export.loader import load_bundle
+
+    marker = tmp_path / "PWNED"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    torch.save({"w": Payload(marker)}, bundle / "adapter_model.bin")
+    with pytest.raises(BundleError, match="pickle"):
+        load_bundle(bundle)
+    with pytest.raises(Exception):
+        load_peft_weights(str(bundle), device="cpu")  # peft's own loader: weights_only
+    assert not marker.exists()
+
+
+def test_remote_code_needs_a_pinned_commit(tiny_clip_dir):
+    from domainclip.towers import build_tower
+
+    with pytest.raises(ConfigError, match="40-hex commit"):
+        build_tower({"name": "hf_clip", "path": str(tiny_clip_dir), "trust_remote_code": True, "revision": "main"})
+    tower = build_tower({"name": "hf_clip", "path": str(tiny_clip_dir)})
+    assert tower.model.config.name_or_path  # the default path loads without remote code
+
+
+def test_atomic_save_leaves_no_temporary_file(tmp_path):
+    atomic_torch_save({"a": torch.ones(2)}, tmp_path / "x.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]
