@@ -123,7 +123,7 @@ def main() -> None:
     for key, rate in rates.items():
         print(f"ranks x threads {key}: {rate:.1f} samples/s")
     for key, eff in result["efficiency"].items():
-        print(f"scaling efficiency {key}: {eff:.2f} (samples/s over ranks x one-rank samples/s)")
+        print(f"scaling efficiency {key}: {eff:.2f} (target 1.00 = linear; samples/s over ranks x one-rank samples/s)")
     if "two_ranks_over_one_rank_same_cores" in result:
         print(f"2 ranks x 1 thread / 1 rank x 2 threads (same cores): {result['two_ranks_over_one_rank_same_cores']:.2f}")
 

@@ -61,15 +61,24 @@ def plain(node) -> dict:
 def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
     """Per-split datasets; cached backbone features when the method keeps the image tower frozen."""
     card = data.card
-    domain = DomainOptions.from_dict(card.transforms)
-    images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
-                              len(card.classes), card.task == "multi_label", pool_ids[s]) for s, recs in data.splits.items()}
+    shards = cfg.data.get("source", "files") == "shards"
+    if shards:
+        from domainclip.shards.source import shard_cache_key, shard_datasets
+
+        images = shard_datasets(cfg, data, task.tower, pool_ids)
+    else:
+        domain = DomainOptions.from_dict(card.transforms)
+        images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
+                                  len(card.classes), card.task == "multi_label", pool_ids[s])
+                  for s, recs in data.splits.items()}
     if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.tower.input_adapter is None):
         return images, {}
+    if shards:  # features are computed over every sample once, in index order
+        images = shard_datasets(cfg, data, task.tower, pool_ids, ordered=True)
     digest, out, hits = task.tower.weights_digest(), {}, {}
     feat_dir = Path(cfg.data.feature_cache_dir) if cfg.data.feature_cache_dir else cache_dir() / "features"
     for split, ds in images.items():
-        key = cache_key(digest, data.digest, ds)
+        key = shard_cache_key(digest, ds) if shards else cache_key(digest, data.digest, ds)
         out[split], hits[split] = cached_features(task.tower, ds, feat_dir, key, batch_size=cfg.eval.batch_size,
                                                   num_workers=cfg.data.num_workers)
     return out, hits

@@ -133,6 +133,13 @@ class ContrastiveTask(pl.LightningModule):
         return self.loss_fn(img, txt, self.tower.logit_scale, labels=batch["pool"], logit_bias=self.tower.logit_bias,
                             valid=batch.get("valid"), **self.loss_options)
 
+    def on_train_epoch_start(self) -> None:
+        """Shard streams learn the epoch here (Lightning sets it only on samplers)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        stream = getattr(dm, "train_sampler", None)
+        if stream is not None and isinstance(stream, torch.utils.data.IterableDataset):
+            stream.set_epoch(self.current_epoch)
+
     def training_step(self, batch, batch_idx):
         ids = batch["index"][batch["valid"]] if "valid" in batch else batch["index"]
         self._batch_ids = ids.tolist()

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, WeightedRandomSampler
 
 from domainclip.data.sampler import EpochShardSampler, PaddedDataset, seed_worker
 from domainclip.distributed import world
@@ -39,6 +39,9 @@ class SplitDataModule(pl.LightningDataModule):
         self.balanced = balanced
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if isinstance(self.datasets[split], IterableDataset):  # shard streams order and split themselves
+            workers = self.num_workers if split == "train" else 0
+            return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=workers)
         gen = torch.Generator().manual_seed(self.seed)
         sampler = balanced_sampler(self.datasets[split], gen) if shuffle and self.balanced else None
         return DataLoader(
@@ -47,6 +50,11 @@ class SplitDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if isinstance(self.datasets["train"], IterableDataset):
+            self.train_sampler = self.datasets["train"]  # set_epoch / resume_at live on the stream
+            self.train_sampler.bind_rank()
+            self._position(self.train_sampler)
+            return self._loader("train", shuffle=True)
         if self.balanced:
             return self._loader("train", shuffle=True)
         rank, size = world()
@@ -57,9 +65,21 @@ class SplitDataModule(pl.LightningDataModule):
         pad = sampler.per_rank * size - sampler.n
         dataset = PaddedDataset(self.datasets["train"], pad) if pad else self.datasets["train"]
         self.train_sampler = sampler
+        self._position(sampler)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, drop_last=False, generator=gen,
                           worker_init_fn=seed_worker)
+
+    def _position(self, sampler) -> None:
+        """The epoch (restored on resume) and, after an interruption, the data already consumed:
+        set before the loader's first iterator, which may start workers at once."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)
+        position = getattr(self, "resume_position", None)
+        if position is not None:
+            sampler.resume_at(*position)
+            self.resume_position = None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

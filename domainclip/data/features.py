@@ -28,15 +28,17 @@ def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str
 
 
 @torch.inference_mode()
-def compute_features(tower, dataset: ImageDataset, batch_size: int = 64, num_workers: int = 0) -> FeatureDataset:
+def compute_features(tower, dataset, batch_size: int = 64, num_workers: int = 0) -> FeatureDataset:
     """Run the (frozen) image backbone once over ``dataset``."""
     was_training = tower.training
     tower.eval()
     feats, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)  # shard streams keep index order in one process
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=0 if iterable else num_workers)
     for batch in loader:
-        feats.append(tower.image_features(batch["pixels"]).float())
-        labels.append(batch["label"])
+        keep = batch["valid"] if "valid" in batch else slice(None)
+        feats.append(tower.image_features(batch["pixels"][keep]).float())
+        labels.append(batch["label"][keep])
     tower.train(was_training)
     return FeatureDataset(torch.cat(feats), torch.cat(labels), dataset.pools)
 

@@ -65,6 +65,17 @@ class Predictor:
         tok = tower.tokenize(meta["captions"]["texts"])
         self.prompts = PromptSet(tok["input_ids"], tok["attention_mask"], torch.tensor(meta["captions"]["labels"]),
                                  self.classes)
+        self._class_emb = self._static_class_embeddings()
+
+    @torch.inference_mode()
+    def _static_class_embeddings(self) -> torch.Tensor | None:
+        """Class embeddings encoded once, when they do not depend on the image (everything but
+        CoCoOp and methods with their own scoring): predictions then run the image tower only."""
+        from domainclip.methods.base import Method
+
+        if type(self.method).logits is not Method.logits or getattr(self.method, "conditional", False):
+            return None
+        return self.method.class_embeddings(self.tower, self.prompts)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str], labels: list[int] | None = None) -> torch.Tensor:
@@ -102,7 +113,11 @@ class Predictor:
     def raw_logits(self, images) -> torch.Tensor:
         """(N, K) logits of the method before calibration."""
         pixels = self._pixels(images)
-        return self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
+        if self._class_emb is None:
+            return self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
+        img = F.normalize(self.tower.encode_image(pixels), dim=-1)
+        bias = self.tower.logit_bias if self.tower.logit_bias is not None else 0.0
+        return self.tower.logit_scale * img @ self._class_emb.t() + bias
 
     @torch.inference_mode()
     def logits(self, images) -> torch.Tensor:

@@ -68,6 +68,22 @@ def _meta(ds, path: Path) -> dict:
     }
 
 
+def modality_values(arr: np.ndarray, ds) -> np.ndarray:
+    """Modality LUT to float32 (HU for CT). The common linear case (rescale slope/intercept) is
+    computed in place in float32; LUT sequences go through pydicom's ``apply_modality_lut``."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "ModalityLUTSequence" in ds:
+        return apply_modality_lut(arr, ds).astype(np.float32)
+    out = arr.astype(np.float32)
+    slope, intercept = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+    if slope != 1.0:
+        out *= slope
+    if intercept != 0.0:
+        out += intercept
+    return out
+
+
 @register_reader("dicom")
 def read_dicom(
     path: Path,
@@ -103,7 +119,7 @@ def read_dicom(
         return rgb.transpose(2, 0, 1), {**meta, "units": "rgb255"}
     if arr.ndim == 3 and arr.shape[-1] == 3:  # pydicom already converts YBR to RGB
         return arr.astype(np.float32).transpose(2, 0, 1), {**meta, "units": "rgb255"}
-    hu = apply_modality_lut(arr, ds).astype(np.float32)
+    hu = modality_values(arr, ds)
     if multi_window:
         chans = [apply_window(hu, *_resolve_window(w, ds)) for w in multi_window]
         return np.stack(chans), {**meta, "units": "unit", "windows": [list(_resolve_window(w, ds)) for w in multi_window]}
@@ -112,10 +128,10 @@ def read_dicom(
         out = (out - out.min()) / max(float(out.max() - out.min()), 1e-6)
         meta.update(units="unit")
     elif (win := _resolve_window(window, ds)) is not None:
-        out, meta["window"] = apply_window(hu, *win), list(win)
+        out, meta["window"] = apply_window(hu, *win, inplace=True), list(win)  # hu is our own float32 copy
         meta["units"] = "unit"
     else:
         out, meta["units"] = hu, ("HU" if meta["modality"] == "CT" else "raw")
     if photometric == "MONOCHROME1":
-        out = 1.0 - out if meta["units"] == "unit" else out.max() + out.min() - out
+        out = np.subtract(1.0, out, out=out) if meta["units"] == "unit" else out.max() + out.min() - out
     return out[None], meta

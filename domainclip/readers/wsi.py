@@ -15,6 +15,7 @@ THUMB_MAX_SIDE = 1024
 
 
 @lru_cache(maxsize=16)
+@lru_cache(maxsize=16)
 def open_slide(path: str, backend: str = "tiffslide"):
     """An open slide handle (cached per process, so tiles of one slide reuse it)."""
     try:
@@ -62,6 +63,12 @@ def plan_tiles(slide, path: str, mpp: float | None, tile_size: int, default_mpp:
     return TilePlan(level, read_size, tile_size * mpp / mpp0, tile_size)
 
 
+@lru_cache(maxsize=64)
+def cached_plan(path: str, backend: str, mpp: float | None, tile_size: int, base_mpp: float | None) -> TilePlan:
+    """``plan_tiles`` once per (slide, resolution, tile size): every tile of a slide shares it."""
+    return plan_tiles(open_slide(path, backend), path, mpp, tile_size, base_mpp)
+
+
 def tissue_mask(slide) -> tuple[np.ndarray, float]:
     """Boolean tissue mask on a thumbnail (Otsu on HSV saturation) and its downsample factor."""
     from skimage.color import rgb2hsv
@@ -103,7 +110,7 @@ def read_wsi(path: Path, x: int = 0, y: int = 0, tile_size: int = 224, mpp: floa
              min_tissue: float = 0.5, max_tiles: int | None = None) -> tuple[np.ndarray, dict]:
     """One RGB tile (3, tile_size, tile_size), 0..255, whose level-0 top-left is (x, y)."""
     slide = open_slide(str(path), backend)
-    plan = plan_tiles(slide, str(path), mpp, tile_size, base_mpp)
+    plan = cached_plan(str(path), backend, mpp, tile_size, base_mpp)
     region = slide.read_region((int(x), int(y)), plan.level, (plan.read_size, plan.read_size), as_array=True) \
         if backend == "tiffslide" else np.asarray(slide.read_region((int(x), int(y)), plan.level, (plan.read_size,) * 2))
     rgb = np.asarray(region)[..., :3]

@@ -54,17 +54,15 @@ class ResumeState(pl.Callback):
                 "global_step": trainer.global_step}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Called while the checkpoint is restored, before the train loader exists: the datamodule
+        applies the data position when it builds the loader (before any worker starts)."""
         self.pending = dict(state_dict)
+        dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        if dm is not None and self.pending["batches_done"]:
+            dm.resume_position = (self.pending["epoch"], self.pending["batches_done"] * dm.batch_size)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._trainer = trainer
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if self.pending is None:
-            return
-        sampler = getattr(trainer.datamodule, "train_sampler", None) if trainer.datamodule else None
-        if sampler is not None and self.pending["batches_done"]:
-            sampler.resume_at(self.pending["epoch"], self.pending["batches_done"] * trainer.datamodule.batch_size)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.pending is not None:  # the first step after resuming sees the saved RNG states

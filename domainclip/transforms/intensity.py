@@ -4,10 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def apply_window(arr: np.ndarray, level: float, width: float) -> np.ndarray:
-    """Linear window to 0..1 (DICOM PS3.3 C.11.2.1.2, linear VOI function)."""
+def apply_window(arr: np.ndarray, level: float, width: float, inplace: bool = False) -> np.ndarray:
+    """Linear window to 0..1 (DICOM PS3.3 C.11.2.1.2, linear VOI function); ``inplace`` reuses a
+    float32 ``arr`` as the output."""
     low = level - 0.5 - (width - 1) / 2
-    return np.clip((arr - low) / max(width - 1, 1e-6), 0.0, 1.0).astype(np.float32)
+    out = np.subtract(arr, low, out=arr if inplace and arr.dtype == np.float32 else None, dtype=np.float32)
+    out *= 1.0 / max(width - 1, 1e-6)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def percentile_scale(

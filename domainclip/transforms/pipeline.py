@@ -49,8 +49,9 @@ class DomainOptions:
         return cls(**known, extra=d)
 
 
-def to_unit_range(arr: np.ndarray, meta: dict, opts: DomainOptions) -> np.ndarray:
-    """Map reader output to 0..1 according to its units, then to three channels."""
+def to_unit_range(arr: np.ndarray, meta: dict, opts: DomainOptions, three_channels: bool = True) -> np.ndarray:
+    """Map reader output to 0..1 according to its units, then to three channels (unless
+    ``three_channels=False``, which leaves a grey image with one)."""
     units = meta.get("units")
     if units == "unit":
         out = arr
@@ -66,13 +67,24 @@ def to_unit_range(arr: np.ndarray, meta: dict, opts: DomainOptions) -> np.ndarra
             out = percentile_scale(arr, valid, *opts.scale_range)
     if opts.band_projection:
         return out.astype(np.float32, copy=False)
-    out = bands_to_rgb(out, meta.get("bands", []), opts.bands_to_rgb)
-    return to_three_channels(out.astype(np.float32, copy=False))
+    out = bands_to_rgb(out, meta.get("bands", []), opts.bands_to_rgb).astype(np.float32, copy=False)
+    return to_three_channels(out) if three_channels or out.shape[0] != 1 else out
 
 
 def model_input(arr: np.ndarray, meta: dict, domain: DomainOptions, pre: Preprocess) -> torch.Tensor:
     """Reader output -> the tower's input tensor (left at 0..1 when a band projection normalises)."""
-    return to_tensor(to_unit_range(arr, meta, domain), pre, not domain.band_projection)
+    if domain.band_projection:
+        return to_tensor(to_unit_range(arr, meta, domain), pre, normalize=False)
+    # grey images are resized as one channel and only then repeated to RGB (a third of the work)
+    return to_tensor(to_unit_range(arr, meta, domain, three_channels=False), pre)
+
+
+def reduce_by_pooling(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Shrink by an integer factor with box averaging while the image stays >= 2x ``size`` (the
+    ``reducing_gap`` idea of Pillow): the antialiased resize after it then works on a small image,
+    and the result is as smooth as resizing the full image in one go."""
+    factor = min(x.shape[-2], x.shape[-1]) // (2 * size)
+    return F.avg_pool2d(x, factor, ceil_mode=False) if factor >= 2 else x
 
 
 def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> torch.Tensor:
@@ -82,9 +94,12 @@ def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> tor
     """
     x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
     if x.shape[-2:] != (pre.size, pre.size):
-        x = F.interpolate(x, size=(pre.size, pre.size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(reduce_by_pooling(x, pre.size), size=(pre.size, pre.size), mode="bilinear",
+                          antialias=True, align_corners=False)
     if not normalize:
         return x[0]
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(pre.std, dtype=x.dtype).view(1, -1, 1, 1)
     return ((x - mean) / std)[0]

@@ -1,0 +1,86 @@
+"""LoRA memory: peak memory of training steps with LoRA vs full fine-tuning, same tower (ViT-B/16
+-shaped CLIP) and batch, and the share of trainable parameters. Each mode runs in its own process;
+on CPU the figure is peak resident memory (``ru_maxrss``), on CUDA ``max_memory_allocated``.
+
+    python benchmarks/lora_memory.py
+    python benchmarks/lora_memory.py --smoke
+
+Targets: LoRA peak / full peak <= 0.5; LoRA trainable parameters <= 1%.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, toy_batch, toy_task, vit_b16_clip_dir, write_result  # noqa: E402
+
+METHODS = {"lora": {"name": "lora", "sides": ["image", "text"], "r": 8}, "full": {"name": "full", "lr": 1e-5}}
+
+
+def worker(args) -> None:
+    import torch
+
+    torch.set_num_threads(2)
+    tower = {"name": "hf_clip", "path": args.tower}
+    task = toy_task(tower, METHODS[args.method])
+    batch = toy_batch(args.batch, task.tower.preprocess.size)
+    opt = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-5)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(args.steps):
+        task._loss(batch, 0).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in task.parameters())
+    print(json.dumps({"peak_mb": peak / 1024, "after_load_mb": loaded / 1024, "trainable": trainable, "total": total}))
+
+
+def run_mode(method: str, tower: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--method", method, "--tower", tower, "--batch", str(args.batch),
+           "--steps", str(args.steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--method", default="lora")
+    ap.add_argument("--tower", default="")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    layers, size = (12, 224) if not args.smoke else (1, 32)
+    if args.smoke:
+        args.batch, args.steps = 2, 1
+    tower = str(vit_b16_clip_dir(Path(tempfile.mkdtemp(prefix="vitb16-")), layers, size))
+    modes = {m: run_mode(m, tower, args) for m in METHODS}
+    lora, full = modes["lora"], modes["full"]
+    result = {"batch": args.batch, "modes": modes, "lora_over_full_peak": lora["peak_mb"] / full["peak_mb"],
+              "lora_over_full_training_increment": (lora["peak_mb"] - lora["after_load_mb"]) /
+              max(full["peak_mb"] - full["after_load_mb"], 1e-9),
+              "lora_trainable_fraction": lora["trainable"] / lora["total"]}
+    write_result("lora_memory", result, args.out)
+    print(f"machine: {machine()}; batch {args.batch}")
+    for m, r in modes.items():
+        print(f"{m}: peak {r['peak_mb']:.0f} MB (after load {r['after_load_mb']:.0f} MB), "
+              f"trainable {r['trainable']:,} of {r['total']:,}")
+    print(f"LoRA / full peak memory: {result['lora_over_full_peak']:.2f} (target <= 0.5); training increment "
+          f"{result['lora_over_full_training_increment']:.2f}; LoRA trainable {100 * result['lora_trainable_fraction']:.2f}% "
+          "(target <= 1%)")
+
+
+if __name__ == "__main__":
+    main()

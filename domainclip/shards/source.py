@@ -1,0 +1,40 @@
+"""``data.source=shards``: per-split ``ShardStream`` datasets for a run, checked against its card."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from domainclip.shards.dataset import ShardStream
+from domainclip.shards.manifest import load_manifest, transform_digest
+
+
+def shard_datasets(cfg, data, tower, pool_ids: dict, ordered: bool = False) -> dict[str, ShardStream]:
+    """One stream per split of ``cfg.data.shards``. Training shuffles (shard order + buffer, seeded)
+    and is split over ranks and workers; evaluation splits (and ``ordered=True``, used to compute
+    cached features) stream every sample in index order."""
+    from domainclip.errors import ConfigError
+    from domainclip.transforms.pipeline import DomainOptions
+
+    if not cfg.data.get("shards"):
+        raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")
+    directory, card = Path(cfg.data.shards), data.card
+    dtype = load_manifest(directory, verify=False, card_ref=str(cfg.data.card)).get("dtype", "float16")
+    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, tower.preprocess.size, dtype)
+    manifest = load_manifest(directory, data.digest, expected, card_ref=str(cfg.data.card))
+    pre, domain = tower.preprocess, DomainOptions.from_dict(card.transforms)
+    out = {}
+    for split in data.splits:
+        train = split == "train" and not ordered
+        out[split] = ShardStream(directory, manifest, split, pre.mean, pre.std, len(card.classes),
+                                 card.task == "multi_label", pool_ids[split], seed=int(cfg.seed), shuffle=train,
+                                 buffer=int(cfg.data.get("shuffle_buffer", 256)),
+                                 batch_size=int(cfg.data.batch_size) if train else 1,
+                                 num_workers=int(cfg.data.num_workers) if train else 1, split_by_rank=train,
+                                 normalize=not domain.band_projection)
+    return out
+
+
+def shard_cache_key(tower_digest: str, stream: ShardStream) -> str:
+    """Feature-cache key of a split of a shard set: the tower and the split's shard checksums."""
+    shas = ",".join(s["sha256"] for s in stream.shards)
+    return hashlib.sha256(f"{tower_digest}:{stream.split}:{shas}".encode()).hexdigest()[:32]
