@@ -19,7 +19,7 @@ from domainclip.shards import ShardError, ShardStream, build_shards, load_manife
 @pytest.fixture(scope="module")
 def pathology_shards(tmp_path_factory, _cache):
     out = tmp_path_factory.mktemp("shards-pathology")
-    build_shards("demo_pathology", out, size=224, shard_mb=4, workers=2)
+    build_shards("demo_pathology", out, size=64, shard_mb=1, workers=2)
     return out
 
 
@@ -62,8 +62,8 @@ def test_build_from_demo_cards_keeps_counts_and_no_identifiers(card, size, tmp_p
 def run_metrics(make_cfg, tmp_path, name, *extra):
     from domainclip.run import run
 
-    cfg = make_cfg("recipe=pathology", "trainer.max_epochs=2", "eval.bootstrap=0", "export.enabled=false",
-                   "trainer.enable_progress_bar=false", *extra)
+    cfg = make_cfg("recipe=pathology", "tower.image.size=64", "trainer.max_epochs=2", "eval.bootstrap=0",
+                   "export.enabled=false", "trainer.enable_progress_bar=false", *extra)
     cfg.run_dir = str(tmp_path / name)
     cfg.data.feature_cache_dir = str(tmp_path / f"features-{name}")
     return run(cfg).metrics

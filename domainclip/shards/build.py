@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -108,8 +109,8 @@ def build_shards(card_ref: str, out: Path, size: int = 224, dtype: str = "float1
     bank, _ = prepare_captions(data, template_set)
     jobs = plan_jobs(data, bank, out, size, dtype, shard_mb)
     flat = [j for split_jobs in jobs.values() for j in split_jobs]
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+    if workers > 1:  # spawn, not fork: forking a process with live threads (loggers, torch) can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             entries = list(pool.map(write_shard, flat))
     else:
         entries = [write_shard(j) for j in flat]
