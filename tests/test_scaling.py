@@ -128,3 +128,48 @@ def test_activation_checkpointing_turns_on_in_hf_towers(tiny_clip_dir):
     assert tower.model.is_gradient_checkpointing
     tower = build_tower({"name": "hf_clip", "path": str(tiny_clip_dir)})
     assert not tower.model.is_gradient_checkpointing
+
+
+class SlowTower(torch.nn.Module):
+    """A frozen 'backbone' whose every forward is logged, to count how often features are computed."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def image_features(self, pixels):
+        import time
+
+        with open(self.log, "a") as fh:
+            fh.write("computed\n")
+        time.sleep(0.5)  # long enough for the other process to arrive while this one computes
+        return pixels.flatten(1)
+
+
+class Pixels(torch.utils.data.Dataset):
+    pools = [0] * 4
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return {"pixels": torch.full((2,), float(i)), "label": torch.tensor(i)}
+
+
+def cache_worker(rank, cache, log, out):
+    from domainclip.data.features import cached_features
+
+    ds, hit = cached_features(SlowTower(log), Pixels(), cache, "key", batch_size=4)
+    torch.save({"features": ds.features, "hit": hit}, f"{out}/rank{rank}.pt")
+
+
+@pytest.mark.timeout(120)
+def test_feature_cache_is_computed_once_across_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    log = tmp_path / "log.txt"
+    mp.spawn(cache_worker, args=(str(tmp_path / "cache"), str(log), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert log.read_text().count("computed") == 1  # one process computed, the other waited and read
+    assert sorted(r["hit"] for r in results) == [False, True]
+    assert torch.equal(results[0]["features"], results[1]["features"])
