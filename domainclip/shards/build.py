@@ -41,19 +41,12 @@ def encode_pixels(arr01: np.ndarray, dtype: str) -> bytes:
 
 def sample_pixels(record, reader: str, options: dict, transforms: dict, size: int) -> np.ndarray:
     """Reader + domain transforms + resize: the (C, S, S) 0..1 pixels training would compute."""
-    import torch.nn.functional as F
-
     from domainclip.readers import read
-    from domainclip.transforms.pipeline import DomainOptions, reduce_by_pooling, to_unit_range
-    import torch
+    from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range
 
     domain = DomainOptions.from_dict(transforms)
     arr, meta = read(record.path, reader=reader, **options, **record.extra.get("read_options", {}))
-    x = torch.from_numpy(np.ascontiguousarray(to_unit_range(arr, meta, domain)))[None]
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(reduce_by_pooling(x, size), size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
-    return x[0].numpy(), {k: v for k, v in meta.items() if k in SAFE_META}
+    return resize(to_unit_range(arr, meta, domain), size)[0].numpy(), {k: v for k, v in meta.items() if k in SAFE_META}
 
 
 def write_shard(job: dict) -> dict:

@@ -87,15 +87,21 @@ def reduce_by_pooling(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(x, factor, ceil_mode=False) if factor >= 2 else x
 
 
+def resize(arr01: np.ndarray, size: int) -> torch.Tensor:
+    """(1, C, size, size) float tensor: box pooling, then an antialiased bilinear resize."""
+    x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(reduce_by_pooling(x, size), size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return x
+
+
 def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> torch.Tensor:
     """Resize (antialiased bilinear) to the tower's size and normalise; returns (C, S, S).
 
     ``normalize=False`` leaves 0..1 values (a band projection normalises after mapping to RGB).
     """
-    x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
-    if x.shape[-2:] != (pre.size, pre.size):
-        x = F.interpolate(reduce_by_pooling(x, pre.size), size=(pre.size, pre.size), mode="bilinear",
-                          antialias=True, align_corners=False)
+    x = resize(arr01, pre.size)
     if not normalize:
         return x[0]
     if x.shape[1] == 1:
