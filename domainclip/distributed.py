@@ -57,3 +57,13 @@ def computed_once(target: Path):
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(target) + ".lock", timeout=-1)
+
+
+def any_rank(flag: bool, device="cpu") -> bool:
+    """True on every rank when ``flag`` is true on at least one (an all-reduce MAX), so all
+    ranks take the same branch; ``flag`` itself on one process."""
+    if world()[1] == 1:
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

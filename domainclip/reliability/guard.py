@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from domainclip.distributed import world
+from domainclip.distributed import any_rank, world
 from domainclip.errors import DomainClipError
 
 
@@ -38,10 +38,7 @@ class NonFiniteGuard:
             return True
         bad = loss is None or not bool(torch.isfinite(loss).all())
         bad = bad or any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in params)
-        flag = torch.tensor([1.0 if bad else 0.0], device=loss.device if loss is not None else "cpu")
-        if world()[1] > 1:
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if not flag.item():
+        if not any_rank(bad, loss.device if loss is not None else "cpu"):
             self.consecutive = 0
             return True
         self._record(step, ids)

@@ -14,9 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
-from domainclip.distributed import world
+from domainclip.distributed import any_rank
 
 EXIT_CODE = 143
 
@@ -52,14 +51,8 @@ class Preemption(pl.Callback):
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def _agreed(self, trainer) -> bool:
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=trainer.strategy.root_device)
-        if world()[1] > 1:
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._agreed(trainer):
+        if not any_rank(self.requested, trainer.strategy.root_device):
             return
         trainer.save_checkpoint(str(self.dirpath / "last.ckpt"))
         if trainer.global_rank == 0 and self.requeue and os.environ.get("SLURM_JOB_ID"):
