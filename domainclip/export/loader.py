@@ -18,6 +18,7 @@ from domainclip.readers import read
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
+from domainclip.transforms.spatial import min_side_for
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
@@ -89,7 +90,8 @@ class Predictor:
 
     def load_record(self, record) -> torch.Tensor:
         """The tower input for a card record (tiles and chips carry their read options)."""
-        arr, meta = read(record.path, reader=self.reader, **self.reader_options, **record.extra.get("read_options", {}))
+        arr, meta = read(record.path, reader=self.reader, min_side=min_side_for(self.preprocess.size),
+                         **self.reader_options, **record.extra.get("read_options", {}))
         return model_input(arr, meta, self.domain, self.preprocess)
 
     def _pixels(self, images) -> torch.Tensor:
@@ -98,7 +100,7 @@ class Predictor:
 
     def _to_tensor(self, item) -> torch.Tensor:
         if isinstance(item, (str, Path)):
-            arr, meta = read(item, reader=self.reader, **self.reader_options)
+            arr, meta = read(item, reader=self.reader, min_side=min_side_for(self.preprocess.size), **self.reader_options)
         else:
             arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
         return model_input(arr, meta, self.domain, self.preprocess)

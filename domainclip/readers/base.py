@@ -1,6 +1,8 @@
 """The Reader contract: ``read(path, **options) -> (float32 channel-first array, meta)``."""
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -17,16 +19,20 @@ class ReaderFn(Protocol):
 READERS: Registry[ReaderFn] = Registry("reader")
 
 
-def read(path: str | Path, reader: str = "image", **options) -> tuple[np.ndarray, dict]:
+def read(path: str | Path, reader: str = "image", min_side: int | None = None, **options) -> tuple[np.ndarray, dict]:
     """Read ``path`` with the reader registered as ``reader``.
 
     Returns a channel-first float32 array in the reader's natural units and a metadata dict
     (``modality``, ``units``, spacing, ``source``...). Raises ``ReadError`` naming the file.
+    ``min_side`` lets a reader that can reduce while decoding (``dicom``) return the image shrunk
+    by an integer factor with both sides >= ``min_side``; other readers ignore it.
     """
     fn = READERS.get(reader)
     path = Path(path)
     if not path.exists():
         raise ReadError(path, "open", "file does not exist", "check the manifest path and the card's root")
+    if min_side is not None and _accepts(fn, "min_side"):
+        options["min_side"] = min_side
     try:
         array, meta = fn(path, **options)
     except ReadError:
@@ -37,6 +43,11 @@ def read(path: str | Path, reader: str = "image", **options) -> tuple[np.ndarray
         raise ReadError(path, "decode", f"{type(exc).__name__}: {exc}") from exc
     meta.setdefault("source", str(path))
     return ensure_channel_first(array, path), meta
+
+
+@lru_cache(maxsize=None)
+def _accepts(fn: Callable, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
 
 
 def ensure_channel_first(array: np.ndarray, path: Path) -> np.ndarray:

@@ -15,7 +15,6 @@ THUMB_MAX_SIDE = 1024
 
 
 @lru_cache(maxsize=16)
-@lru_cache(maxsize=16)
 def open_slide(path: str, backend: str = "tiffslide"):
     """An open slide handle (cached per process, so tiles of one slide reuse it)."""
     try:

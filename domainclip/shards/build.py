@@ -43,9 +43,11 @@ def sample_pixels(record, reader: str, options: dict, transforms: dict, size: in
     """Reader + domain transforms + resize: the (C, S, S) 0..1 pixels training would compute."""
     from domainclip.readers import read
     from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range
+    from domainclip.transforms.spatial import min_side_for
 
     domain = DomainOptions.from_dict(transforms)
-    arr, meta = read(record.path, reader=reader, **options, **record.extra.get("read_options", {}))
+    arr, meta = read(record.path, reader=reader, min_side=min_side_for(size), **options,
+                     **record.extra.get("read_options", {}))
     return resize(to_unit_range(arr, meta, domain), size)[0].numpy(), {k: v for k, v in meta.items() if k in SAFE_META}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from domainclip.transforms.intensity import (
     percentile_scale,
     to_three_channels,
 )
+from domainclip.transforms.spatial import box_reduce, min_side_for, reduction_factor
 
 
 @dataclass(frozen=True)
@@ -79,21 +81,28 @@ def model_input(arr: np.ndarray, meta: dict, domain: DomainOptions, pre: Preproc
     return to_tensor(to_unit_range(arr, meta, domain, three_channels=False), pre)
 
 
-def reduce_by_pooling(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Shrink by an integer factor with box averaging while the image stays >= 2x ``size`` (the
-    ``reducing_gap`` idea of Pillow): the antialiased resize after it then works on a small image,
-    and the result is as smooth as resizing the full image in one go."""
-    factor = min(x.shape[-2], x.shape[-1]) // (2 * size)
-    return F.avg_pool2d(x, factor, ceil_mode=False) if factor >= 2 else x
-
-
 def resize(arr01: np.ndarray, size: int) -> torch.Tensor:
-    """(1, C, size, size) float tensor: box pooling, then an antialiased bilinear resize."""
+    """(1, C, size, size) float tensor: box reduction while the image stays >= 2x ``size`` (see
+    ``transforms.spatial``), then an antialiased bilinear resize.
+
+    An image that grows in both directions is interpolated without the antialias kernel: for
+    upsampling it gives the same values (to 1e-5) at half the cost."""
+    arr01 = box_reduce(arr01, reduction_factor(arr01.shape, min_side_for(size)))
     x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(reduce_by_pooling(x, size), size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
+        shrinks = min(x.shape[-2:]) > size
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=shrinks, align_corners=False)
     return x
+
+
+@lru_cache(maxsize=8)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with (x - mean) / std == x * scale + shift, shaped (1, C, 1, 1); a single
+    mean/std value is used for three channels."""
+    if len(mean) == 1 and len(std) == 1:
+        mean, std = mean * 3, std * 3
+    scale = 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return scale, -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * scale
 
 
 def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> torch.Tensor:
@@ -104,8 +113,5 @@ def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> tor
     x = resize(arr01, pre.size)
     if not normalize:
         return x[0]
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(pre.std, dtype=x.dtype).view(1, -1, 1, 1)
-    return ((x - mean) / std)[0]
+    scale, shift = _affine(tuple(pre.mean), tuple(pre.std))
+    return (x * scale).add_(shift)[0]  # a grey (1-channel) image broadcasts to the tower's channels
