@@ -35,3 +35,14 @@ def test_same_padding_matches_tensorflow_output_size():
     conv = Conv2dSame(1, 1, 3, stride=2, bias=False)
     for size in (7, 8, 224, 225):
         assert conv(torch.zeros(1, 1, size, size)).shape[-1] == -(-size // 2)
+
+
+def test_stride_one_same_padding_equals_explicit_tensorflow_padding():
+    torch.manual_seed(0)
+    for kernel in (3, 5):
+        conv = Conv2dSame(4, 4, kernel, stride=1, groups=4, bias=False)
+        x = torch.randn(2, 4, 17, 20)
+        pad = (kernel - 1) // 2
+        explicit = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad, pad, pad, pad)), conv.weight, groups=4)
+        torch.testing.assert_close(conv(x), explicit)
+        torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last)), explicit, rtol=1e-5, atol=1e-5)

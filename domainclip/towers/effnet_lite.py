@@ -44,9 +44,13 @@ LITE0_STAGES = (
 
 
 class Conv2dSame(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding computed from the input size."""
+    """Conv2d with TensorFlow 'SAME' padding computed from the input size. With stride 1 and an odd
+    kernel that padding is symmetric, so the convolution pads by itself (no padded copy)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1) and all(k % 2 for k in self.kernel_size):
+            padding = tuple((k - 1) // 2 * d for k, d in zip(self.kernel_size, self.dilation))
+            return F.conv2d(x, self.weight, self.bias, 1, padding, self.dilation, self.groups)
         pads = []
         for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -105,7 +109,9 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(FEATURE_DIM, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled (B, 1280) features before the classifier."""
+        """Pooled (B, 1280) features before the classifier. Activations run channels-last, which
+        oneDNN's depthwise and 1x1 convolutions take ~1.5x faster on CPU than channels-first."""
+        x = x.contiguous(memory_format=torch.channels_last)
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
