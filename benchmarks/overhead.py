@@ -22,8 +22,7 @@ def bare_rate(task, batch, steps: int, warmup: int) -> float:
     """Samples/s of a plain loop: loss, backward, step, zero_grad."""
     import torch
 
-    params = [p for p in task.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=task.method.lr, weight_decay=task.method.weight_decay)
+    opt = task.make_optimizer()  # the optimizer Lightning gets from configure_optimizers
     task.train()
     for i in range(warmup + steps):
         if i == warmup:
@@ -77,9 +76,9 @@ def measure(name: str, tower: dict, method: dict, batch_size: int, steps: int, w
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
