@@ -18,7 +18,7 @@ def test_methods_benchmark_smoke(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert "pathology/coop/1" in results["methods"]
     assert results["feature_cache"]["ratio_cached_over_uncached"] > 0
-    assert "feature cache: epoch" in proc.stdout
+    assert "feature cache, pathology lora: epoch" in proc.stdout and "lora" in results["feature_cache"]["by_method"]
 
 
 # script -> (results file, keys that must hold a positive figure)
