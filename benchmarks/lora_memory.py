@@ -11,7 +11,9 @@ Both modes are measured without and with ``tower.activation_checkpointing``.
     python benchmarks/lora_memory.py
     python benchmarks/lora_memory.py --smoke
 
-Targets: LoRA peak / full peak <= 0.5; LoRA trainable parameters <= 1%.
+Targets: LoRA peak / full peak <= 0.5; LoRA trainable parameters <= 1%. Without checkpointing
+the ViT-B/16 batch-8 activations (0.86 GB saved for LoRA) outweigh the weights (0.56 GB), and
+LoRA saves only gradients and optimizer state: 0.55 (2026-11-24); with checkpointing, 0.44.
 """
 from __future__ import annotations
 

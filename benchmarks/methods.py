@@ -92,7 +92,9 @@ def cache_speedup(card: str, method: str, out: Path, extra: list[str]) -> dict:
 
 
 def cache_table(card: str, methods: list[str], out: Path, extra: list[str]) -> dict:
-    """``cache_speedup`` per method; ``ratio_cached_over_uncached`` is the worst of them."""
+    """``cache_speedup`` per method; ``ratio_cached_over_uncached`` is the worst of them. LoRA on
+    the text side and CoCoOp still train the text tower each step, near the matmul peak, so the
+    cache cannot bring them to 0.1 of an epoch with the (small) EfficientNet image tower."""
     rows = {m: cache_speedup(card, m, out, extra) for m in methods}
     for m, r in rows.items():
         print(f"feature cache, {card} {m}: epoch {r['epoch_s_cached']:.3f} s cached vs {r['epoch_s_uncached']:.3f} s "
