@@ -5,9 +5,8 @@ import torch
 from torch.utils.data import Dataset
 
 from domainclip.cards.manifest import Record
-from domainclip.readers import read
+from domainclip.readers import read_record
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
-from domainclip.transforms.spatial import min_side_for
 
 
 class ImageDataset(Dataset):
@@ -28,8 +27,7 @@ class ImageDataset(Dataset):
     def load(self, i: int) -> torch.Tensor:
         """The normalised (C, S, S) tensor of record ``i``."""
         rec = self.records[i]
-        arr, meta = read(rec.path, reader=self.reader, min_side=min_side_for(self.preprocess.size),
-                         **self.reader_options, **rec.extra.get("read_options", {}))
+        arr, meta = read_record(rec, self.reader, self.reader_options, self.preprocess.size)
         return model_input(arr, meta, self.domain, self.preprocess)
 
     def target(self, i: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from domainclip.cards.manifest import Record
 from domainclip.errors import DomainClipError, ReadError
-from domainclip.readers import read
+from domainclip.readers import read_record
 
 ON_ERROR = ("fail", "skip")
 
@@ -24,7 +24,7 @@ def find_unreadable(records: list[Record], reader: str, options: dict) -> list[d
     bad = []
     for rec in records:
         try:
-            _, meta = read(rec.path, reader=reader, **options, **rec.extra.get("read_options", {}))
+            _, meta = read_record(rec, reader, options)
             rec.extra["caption_meta"] = safe_caption_fields(meta, options)
         except ReadError as exc:
             bad.append({"path": str(rec.path), "row": rec.row, "stage": exc.stage, "error": str(exc)})

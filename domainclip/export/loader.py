@@ -14,7 +14,7 @@ from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, sha256_file
 from domainclip.export.schema import validate_metadata
 from domainclip.methods import build_method
 from domainclip.methods.base import PromptSet
-from domainclip.readers import read
+from domainclip.readers import read, read_record
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
@@ -90,8 +90,7 @@ class Predictor:
 
     def load_record(self, record) -> torch.Tensor:
         """The tower input for a card record (tiles and chips carry their read options)."""
-        arr, meta = read(record.path, reader=self.reader, min_side=min_side_for(self.preprocess.size),
-                         **self.reader_options, **record.extra.get("read_options", {}))
+        arr, meta = read_record(record, self.reader, self.reader_options, self.preprocess.size)
         return model_input(arr, meta, self.domain, self.preprocess)
 
     def _pixels(self, images) -> torch.Tensor:

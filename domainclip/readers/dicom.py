@@ -105,8 +105,8 @@ def window_stored(arr: np.ndarray, ds, level: float, width: float, k: int = 1) -
     The window's clip is moved to stored units (the modality LUT is monotone), the k x k block
     sums run on the clipped stored values, and one affine map then gives 0..1 on the reduced image:
     equal to ``apply_window(modality_values(arr))`` followed by the block mean, to float rounding,
-    with a fraction of its passes over the full image. For ``width > 1`` (a width-1 threshold
-    window needs the exact full-size path).
+    with a fraction of its passes over the full image. Needs ``width > 1``: a width-1 window is a
+    threshold, which the full-size path computes exactly.
     """
     slope, intercept = _rescale(ds)
     low, span = level - 0.5 - (width - 1) / 2, max(width - 1, 1e-6)  # apply_window's line
@@ -130,10 +130,11 @@ def _colour(arr: np.ndarray, ds, meta: dict, k: int) -> tuple[np.ndarray, dict]:
     return box_reduce(rgb.transpose(2, 0, 1), k), {**meta, "units": "rgb255"}
 
 
-def _invert_monochrome1(out: np.ndarray, ds, unit: bool) -> np.ndarray:
+def _invert_monochrome1(out: np.ndarray, meta: dict) -> np.ndarray:
     """MONOCHROME1 (dense tissue dark) flipped so that dense tissue is bright."""
-    if str(getattr(ds, "PhotometricInterpretation", "")) != "MONOCHROME1":
+    if meta["photometric"] != "MONOCHROME1":
         return out
+    unit = meta["units"] == "unit"
     return np.subtract(1.0, out, out=out) if unit else out.max() + out.min() - out
 
 
@@ -145,7 +146,7 @@ def _grey(arr: np.ndarray, ds, meta: dict, window, multi_window, voi_lut: bool, 
     win = None if multi_window or voi_lut else _resolve_window(window, ds)
     if win is not None and win[1] > 1 and "ModalityLUTSequence" not in ds:  # width 1 is a threshold: exact path
         meta.update(units="unit", window=list(win))
-        return _invert_monochrome1(window_stored(arr, ds, *win, k=k), ds, unit=True)[None]
+        return _invert_monochrome1(window_stored(arr, ds, *win, k=k), meta)[None]
     hu = modality_values(arr, ds)
     if multi_window:
         meta.update(units="unit", windows=[list(_resolve_window(w, ds)) for w in multi_window])
@@ -157,7 +158,7 @@ def _grey(arr: np.ndarray, ds, meta: dict, window, multi_window, voi_lut: bool, 
         out, meta["units"], meta["window"] = apply_window(hu, *win, inplace=True), "unit", list(win)
     else:
         out, meta["units"] = hu, ("HU" if meta["modality"] == "CT" else "raw")
-    out = _invert_monochrome1(out, ds, unit=meta["units"] == "unit")  # before reducing: uses min and max
+    out = _invert_monochrome1(out, meta)  # before reducing: uses min and max
     return box_reduce(out if multi_window else out[None], k)
 
 

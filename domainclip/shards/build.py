@@ -41,13 +41,11 @@ def encode_pixels(arr01: np.ndarray, dtype: str) -> bytes:
 
 def sample_pixels(record, reader: str, options: dict, transforms: dict, size: int) -> np.ndarray:
     """Reader + domain transforms + resize: the (C, S, S) 0..1 pixels training would compute."""
-    from domainclip.readers import read
+    from domainclip.readers import read_record
     from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range
-    from domainclip.transforms.spatial import min_side_for
 
     domain = DomainOptions.from_dict(transforms)
-    arr, meta = read(record.path, reader=reader, min_side=min_side_for(size), **options,
-                     **record.extra.get("read_options", {}))
+    arr, meta = read_record(record, reader, options, size)
     return resize(to_unit_range(arr, meta, domain), size)[0].numpy(), {k: v for k, v in meta.items() if k in SAFE_META}
 
 
