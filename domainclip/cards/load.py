@@ -4,12 +4,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from domainclip.cards.schema import DataCard
 from domainclip.errors import CardError
 from domainclip.paths import data_cards_dir
+from domainclip.safe_yaml import load_yaml_file
 
 FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
@@ -64,10 +64,7 @@ def card_digest(path: Path) -> str:
 def load_card(ref: str | Path) -> tuple[DataCard, Path]:
     """Load, security-check and validate a card; returns (card, card file path)."""
     path = resolve_card_path(ref)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CardError(f"{path}: not valid YAML: {exc}") from exc
+    raw = load_yaml_file(path)
     if not isinstance(raw, dict):
         raise CardError(f"{path}: a data card must be a YAML mapping, got {type(raw).__name__}")
     _reject_code(raw, "", path)
@@ -93,9 +90,14 @@ def check_relative(value: str, where: str) -> None:
 
 def confined(root: Path, relative: str, where: str) -> Path:
     """Resolve ``relative`` under ``root`` (symlinks followed) and refuse anything outside."""
+    if "\x00" in relative:
+        raise CardError(f"{where}: path {relative!r} contains a NUL byte; fix the manifest entry")
     check_relative(relative, where)
     root = root.resolve()
-    full = (root / relative).resolve()
+    try:
+        full = (root / relative).resolve()
+    except (OSError, ValueError) as exc:
+        raise CardError(f"{where}: path {relative!r} cannot be resolved ({exc}); fix the manifest entry") from None
     if full != root and root not in full.parents:
         raise CardError(f"{where}: {relative!r} resolves to {full}, outside the card's root {root}")
     return full

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from domainclip.cards.load import confined
 from domainclip.cards.schema import DataCard
 from domainclip.errors import CardError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".svs", ""}
+MISSING_GROUP = {"", "nan", "none", "null", "na", "n/a"}  # what spreadsheets write for an empty cell
 
 
 @dataclass
@@ -29,20 +30,53 @@ class Record:
         return self.labels[0]
 
 
+def _manifest_text(manifest: Path) -> str:
+    """The manifest's text: UTF-8 (a byte-order mark is dropped), no NUL bytes."""
+    raw = manifest.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CardError(f"{manifest}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise CardError(f"{manifest}: line {line} contains a NUL byte; remove it")
+    return text
+
+
+def _csv_rows(manifest: Path, text: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    for row in reader:
+        if None in row:  # more values than header columns: DictReader would drop them
+            raise CardError(f"{manifest}: line {reader.line_num} has {len(reader.fieldnames) + len(row[None])} "
+                            f"values but the header names {len(reader.fieldnames)} columns; quote values that "
+                            "contain commas or fix the row")
+        rows.append(row)
+    return rows
+
+
+def _jsonl_rows(manifest: Path, text: str) -> list[dict]:
+    rows = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CardError(f"{manifest}: line {i} is not valid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise CardError(f"{manifest}: line {i} is a JSON {type(row).__name__}, not an object; "
+                            'write one {"path": ..., "label": ...} object per line')
+        rows.append(row)
+    return rows
+
+
 def _read_rows(manifest: Path) -> list[dict]:
-    if manifest.suffix.lower() == ".csv":
-        with manifest.open(newline="") as fh:
-            return list(csv.DictReader(fh))
-    if manifest.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for i, line in enumerate(manifest.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise CardError(f"{manifest}: line {i} is not valid JSON: {exc}") from None
-        return rows
-    raise CardError(f"{manifest}: manifest must be .csv or .jsonl")
+    suffix = manifest.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
+        raise CardError(f"{manifest}: manifest must be .csv or .jsonl")
+    text = _manifest_text(manifest)
+    return _csv_rows(manifest, text) if suffix == ".csv" else _jsonl_rows(manifest, text)
 
 
 def _parse_labels(card: DataCard, value, where: str) -> tuple[int, ...]:
@@ -65,12 +99,15 @@ def _record_from_row(card: DataCard, root: Path, row: dict, i: int, src: Path) -
             raise CardError(f"{where}: column '{key}' is missing or empty")
     path = confined(root, str(row[cols.path]), f"{where}, column '{cols.path}'")
     labels = _parse_labels(card, row[cols.label], f"{where}, column '{cols.label}'")
-    group = str(row.get(cols.group, "") or "") if cols.group else ""
-    if card.split.level != "image" and not group:
-        raise CardError(
-            f"{where}: split level is '{card.split.level}' but the group id column "
-            f"'{cols.group}' is missing or empty; set columns.group in the card and fill it for every row"
-        )
+    group = str(row.get(cols.group, "") or "").strip() if cols.group else ""
+    if group.lower() in MISSING_GROUP:
+        if card.split.level != "image" or (cols.group and group):
+            raise CardError(
+                f"{where}: split level is '{card.split.level}' but the group id column "
+                f"'{cols.group}' is missing, empty or {group!r}; set columns.group in the card and fill it "
+                "for every row (rows without an id would all become one group)"
+            )
+        group = ""
     split = (str(row.get(cols.split) or "").strip() or None) if cols.split else None
     used = {cols.path, cols.label, cols.group, cols.split}
     extra = {k: v for k, v in row.items() if k not in used}
@@ -99,4 +136,17 @@ def read_records(card: DataCard, root: Path) -> list[Record]:
     rows = _read_rows(manifest)
     if not rows:
         raise CardError(f"{manifest}: the manifest has no rows")
-    return [_record_from_row(card, root, row, i, manifest) for i, row in enumerate(rows, start=1)]
+    records = [_record_from_row(card, root, row, i, manifest) for i, row in enumerate(rows, start=1)]
+    check_duplicates(records, manifest)
+    return records
+
+
+def check_duplicates(records: list[Record], manifest: Path) -> None:
+    """The same file on two rows is an error (it would be counted, and maybe split, twice)."""
+    first: dict[Path, Record] = {}
+    for rec in records:
+        seen = first.setdefault(rec.path, rec)
+        if seen is not rec:
+            labels = "" if seen.labels == rec.labels else f" with different labels ({seen.labels} vs {rec.labels})"
+            raise CardError(f"{manifest}: rows {seen.row} and {rec.row} list the same file {rec.path.name}{labels}; "
+                            "keep one row per file (multi-label cards list all labels on one row)")

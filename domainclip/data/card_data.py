@@ -8,6 +8,7 @@ from domainclip.cards.load import card_digest, confined, load_card
 from domainclip.cards.manifest import Record, read_records
 from domainclip.cards.schema import DataCard
 from domainclip.cards.splits import assign_splits
+from domainclip.data.card_checks import check_reader_options, check_transforms
 from domainclip.data.expand import expand_records
 from domainclip.data.preflight import apply_policy
 from domainclip.demo import demo_root
@@ -54,6 +55,8 @@ def load_card_data(ref: str | Path, demo_dir: Path | None = None, on_error: str 
     leaves every other sample exactly where a clean run puts it. ``on_error=None`` skips the check.
     """
     card, path = load_card(ref)
+    check_reader_options(card, path)
+    check_transforms(card, path)
     root = card_root(card, path, demo_dir)
     reader, options = card.reader.name, card.reader.options
     splits = assign_splits(read_records(card, root), card.split)

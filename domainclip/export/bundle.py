@@ -1,8 +1,8 @@
 """Write an export bundle: safetensors weights, metadata.json, MODEL_CARD.md, SHA256SUMS."""
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -10,20 +10,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from domainclip.export.base_models import portable_config, register_base
 from domainclip.export.model_card import render_model_card
+from domainclip.fileio import sha256_file, writing
 
 HEADS_FILE = "heads.safetensors"
 SUMS_FILE = "SHA256SUMS"
 REPRODUCE_FILE = "reproduce.yaml"  # the resolved run config; not config.yaml, which conf/ would shadow
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_sums(bundle: Path) -> None:
@@ -61,13 +54,15 @@ def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, conf
     The audit covers metadata, model card, data card, config, every caption and the safetensors
     header metadata, before a single file is written; a hit raises ``BundleError``.
     """
-    from domainclip.export.merge import write_merged
     from domainclip.export.phi import audit, refuse_on_hits
     from domainclip.export.schema import SCHEMA_VERSION, validate_metadata
 
     out_dir = Path(out_dir)
+    recover_interrupted(out_dir)
     files = list(task.method.export_files) + [HEADS_FILE, "data_card.yaml", REPRODUCE_FILE]
-    meta = {"schema_version": SCHEMA_VERSION, **metadata, "files": files, "versions": versions()}
+    tower = dict(metadata["tower"])
+    meta = {"schema_version": SCHEMA_VERSION, **metadata, "files": files, "versions": versions(),
+            "tower": {**tower, "config": portable_config(tower["config"])}}
     validate_metadata(meta, str(out_dir))
     card_md = render_model_card(meta)
     texts = {"metadata": meta, "model_card": card_md, "data_card": card_text, "config": config_text,
@@ -75,10 +70,22 @@ def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, conf
     refuse_on_hits(audit(texts, identifiers, free_text={"captions", "classes", "prompts", "card_text"}))
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
+    with writing(out_dir, (tmp,)):
+        _write_files(tmp, task, meta, card_text, config_text, merge, onnx)
+    register_base(tower["config"], tower["weights_digest"])
+    swap_in(tmp, out_dir)
+    return out_dir
+
+
+def _write_files(tmp: Path, task, meta: dict, card_text: str, config_text: str, merge: bool, onnx: bool) -> None:
+    """Every bundle file into the staging folder ``tmp``."""
+    from domainclip.export.merge import write_merged
+
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     task.method.export(task.tower, tmp)
+    portable_adapter_config(tmp, meta["tower"]["config"])
     heads = {k: v.detach().cpu().contiguous() for k, v in task.tower.export_state_dict().items()}
     save_file(heads, str(tmp / HEADS_FILE), metadata=SAFETENSORS_METADATA)
     (tmp / "data_card.yaml").write_text(card_text)
@@ -92,7 +99,43 @@ def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, conf
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     (tmp / "MODEL_CARD.md").write_text(render_model_card(meta))
     write_sums(tmp)
+    for p in tmp.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def portable_adapter_config(folder: Path, tower_config: dict) -> None:
+    """peft writes the base model's local path into ``adapter_config.json``; keep the portable name."""
+    path = folder / "adapter_config.json"
+    if path.is_file():
+        cfg = json.loads(path.read_text())
+        sources = [tower_config.get(k) for k in ("path",) if tower_config.get(k)]
+        cfg["base_model_name_or_path"] = str(sources[0]) if sources else None
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+def _previous(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".previous")
+
+
+def swap_in(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the complete ``tmp``: the old bundle is moved aside first and deleted
+    only after the new one is in place, so a crash at any point leaves a complete bundle on disk
+    (``out_dir``, or ``out_dir.previous``, which :func:`recover_interrupted` puts back)."""
+    previous = _previous(out_dir)
+    if previous.exists():
+        shutil.rmtree(previous)
     if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
+        os.rename(out_dir, previous)
+    os.rename(tmp, out_dir)
+    if previous.exists():
+        shutil.rmtree(previous)
+
+
+def recover_interrupted(out_dir: Path) -> None:
+    """After a crash between the two renames of :func:`swap_in`: put the previous bundle back."""
+    out_dir = Path(out_dir)
+    previous = _previous(out_dir)
+    if not out_dir.exists() and previous.is_dir() and (previous / SUMS_FILE).is_file():
+        os.rename(previous, out_dir)

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from domainclip.errors import BundleError
-from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, sha256_file
+from domainclip.errors import BundleError, DomainClipError
+from domainclip.export.base_models import resolve_base
+from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
 from domainclip.methods import build_method
 from domainclip.methods.base import PromptSet
 from domainclip.readers import read, read_record
+from domainclip.fileio import load_safetensors, sha256_file
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
@@ -32,25 +34,67 @@ def refuse_pickles(bundle: Path) -> None:
                           "Delete them (they were not opened) or re-export the bundle")
 
 
-def verify_sums(bundle: Path) -> None:
-    """Refuse a bundle whose files do not match SHA256SUMS (or that has unlisted files)."""
+SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+
+def bundle_files(bundle: Path) -> set[str]:
+    """Every file under the bundle (relative names); a symbolic link anywhere is refused."""
+    found = set()
+    for p in bundle.rglob("*"):
+        if p.is_symlink():
+            raise BundleError(f"{bundle}: {p.relative_to(bundle).as_posix()} is a symbolic link; bundles hold "
+                              "plain files only. Replace it with the file itself or re-export")
+        if p.is_file():
+            found.add(p.relative_to(bundle).as_posix())
+    return found
+
+
+def read_sums(bundle: Path) -> dict[str, str]:
+    """``SHA256SUMS`` as name -> digest; every line must be ``<64 hex>  <relative name>``."""
     sums = bundle / SUMS_FILE
     if not sums.is_file():
         raise BundleError(f"{bundle}: {SUMS_FILE} is missing; re-export the bundle")
+    text = sums.read_text(errors="replace")
     listed = {}
-    for line in sums.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        listed[name.strip()] = digest
-    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() and p.name != SUMS_FILE}
+    for i, line in enumerate(text[:-1].split("\n") if text.endswith("\n") else text.split("\n"), start=1):
+        match = SUM_LINE.match(line)
+        if not match:
+            raise BundleError(f"{bundle}/{SUMS_FILE}: line {i} is not '<sha256>  <file>'; re-export the bundle")
+        digest, name = match.groups()
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or "\\" in name or ".." in parts or not parts or name in listed:
+            raise BundleError(f"{bundle}/{SUMS_FILE}: line {i} names {name!r}; only relative names inside "
+                              "the bundle, each once, are allowed")
+        listed[name] = digest
+    return listed
+
+
+def verify_sums(bundle: Path) -> None:
+    """Refuse a bundle whose files do not match SHA256SUMS (or that has unlisted files)."""
+    present = bundle_files(bundle) - {SUMS_FILE}
+    listed = read_sums(bundle)
     extra = sorted(present - set(listed))
     if extra:
         raise BundleError(f"{bundle}: files not listed in {SUMS_FILE}: {extra}; remove them or re-export")
     for name, digest in listed.items():
         path = bundle / name
-        if not path.is_file():
+        if name not in present:
             raise BundleError(f"{bundle}: {name} is listed in {SUMS_FILE} but missing")
         if sha256_file(path) != digest:
             raise BundleError(f"{bundle}: {name} does not match its SHA-256 in {SUMS_FILE}; the file was modified")
+
+
+def read_metadata(bundle: Path) -> dict:
+    """``metadata.json`` parsed and schema-checked; any damage is a ``BundleError`` naming it."""
+    path = bundle / "metadata.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{path}: must hold a JSON object, got {type(meta).__name__}; re-export the bundle")
+    validate_metadata(meta, str(path))
+    return meta
 
 
 class Predictor:
@@ -137,27 +181,40 @@ class Predictor:
         return self.logits(images).softmax(-1)
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Predictor:
-    """Load an export bundle into a :class:`Predictor` (checksums and base weights verified)."""
+def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:
+    """Load an export bundle into a :class:`Predictor`.
+
+    Nothing in the bundle runs: it holds safetensors and text, every file is checked against
+    ``SHA256SUMS``, and the base tower comes from ``base`` (a directory, or a dict per source for
+    two-tower models) or this machine's registry of base models, never from a path in the bundle;
+    its weights' digest is verified before the tower is built.
+    """
     bundle = Path(path)
+    recover_interrupted(bundle)
     if not (bundle / "metadata.json").is_file():
         raise BundleError(f"{bundle}: not a domainclip bundle (metadata.json missing)")
+    bundle_files(bundle)
     refuse_pickles(bundle)
     if verify:
         verify_sums(bundle)
-    meta = json.loads((bundle / "metadata.json").read_text())
-    validate_metadata(meta, str(bundle))
-    tower = build_tower(meta["tower"]["config"])
-    if verify and tower.weights_digest() != meta["tower"]["weights_digest"]:
-        raise BundleError(f"{bundle}: the base tower's weights differ from those the bundle was trained on "
-                          f"(digest {meta['tower']['weights_digest'][:16]}…); load the same base weights")
+    meta = read_metadata(bundle)
+    tower = build_tower(resolve_base(bundle, meta["tower"], base, verify))
     if meta.get("input_adapter"):
         spec, pre = meta["input_adapter"], tower.preprocess
         tower.input_adapter = BandProjection(spec["in_channels"], spec["init"], pre.mean, pre.std)
     method = build_method(meta["method"]["config"])
-    method.load(tower, bundle, list(meta["classes"]))
-    heads = load_file(str(bundle / HEADS_FILE))
+    try:
+        method.load(tower, bundle, list(meta["classes"]))
+    except DomainClipError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - peft/safetensors errors on damaged adapter files
+        raise BundleError(f"{bundle}: the {meta['method']['name']} adapter files cannot be loaded "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); re-export the bundle") from None
+    heads = load_safetensors(bundle / HEADS_FILE)
     with torch.no_grad():
         for name, tensor in tower.export_state_dict().items():
+            if name not in heads or heads[name].shape != tensor.shape:
+                raise BundleError(f"{bundle}/{HEADS_FILE}: tensor '{name}' is missing or has the wrong shape; "
+                                  "re-export the bundle")
             tensor.copy_(heads[name])
     return Predictor(bundle, meta, tower, method)

@@ -67,7 +67,7 @@ class BundleMetadata(_Open):
     preprocessing: Preprocessing
     data_card: DataCardInfo
     metrics: dict
-    temperature: float = 1.0
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="calibration temperature (> 0)")
     thresholds: dict = Field(default_factory=dict)
     input_adapter: dict | None = None
     reproduce: str

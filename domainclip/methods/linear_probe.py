@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from domainclip.fileio import load_safetensors as load_file
 from torch import nn
 
 from domainclip.errors import ConfigError

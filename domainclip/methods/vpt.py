@@ -7,7 +7,9 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from domainclip.fileio import load_safetensors as load_file
 from torch import nn
 
 from domainclip.methods.base import METHODS, Method, freeze

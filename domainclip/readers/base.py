@@ -42,7 +42,9 @@ def read(path: str | Path, reader: str = "image", min_side: int | None = None, *
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes a named ReadError
         raise ReadError(path, "decode", f"{type(exc).__name__}: {exc}") from exc
     meta.setdefault("source", str(path))
-    return ensure_channel_first(array, path), meta
+    array = ensure_channel_first(array, path)
+    check_values(array, meta, path)
+    return array, meta
 
 
 def read_record(record, reader: str, options: dict, size: int | None = None) -> tuple[np.ndarray, dict]:
@@ -60,13 +62,35 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 def ensure_channel_first(array: np.ndarray, path: Path) -> np.ndarray:
-    """Validate the reader output: float32, (C, H, W), finite."""
+    """Validate the reader output: float32, (C, H, W)."""
     array = np.asarray(array, dtype=np.float32)
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
         raise ReadError(path, "shape", f"expected a (C, H, W) image, got shape {array.shape}")
     return array
+
+
+def check_values(array: np.ndarray, meta: dict, path: Path) -> None:
+    """Refuse NaN/inf pixels (a NaN rescale slope, a broken float file). Where the format has
+    nodata (a ``meta['valid']`` mask), non-finite pixels become nodata instead; an image with no
+    valid pixel left is refused."""
+    if array.size == 0:
+        raise ReadError(path, "shape", f"the image is empty (shape {array.shape})", "remove the file from the manifest")
+    finite = np.isfinite(array)
+    valid = meta.get("valid")
+    if valid is not None:
+        if not finite.all():
+            bad = ~finite.all(axis=0)
+            array[:, bad] = 0.0
+            meta["valid"] = valid = valid & ~bad
+        if not valid.any():
+            raise ReadError(path, "nodata", "every pixel is nodata",
+                            "remove it from the manifest (chips with too little data are skipped by min_valid)")
+    elif not finite.all():
+        n = int(array.size - finite.sum())
+        raise ReadError(path, "values", f"{n} of {array.size} pixel values are NaN or infinite",
+                        "fix or remove the file; for DICOM check RescaleSlope, RescaleIntercept and the window tags")
 
 
 def register_reader(name: str) -> Callable[[ReaderFn], ReaderFn]:

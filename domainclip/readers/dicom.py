@@ -188,6 +188,10 @@ def read_dicom(
         raise ReadError(path, "parse", str(exc).splitlines()[0], "is this a DICOM file? check it with dcmdump") from exc
     if "PixelData" not in ds:
         raise ReadError(path, "pixels", "the file has no Pixel Data", "list only image objects in the manifest")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows == 0 or cols == 0:
+        raise ReadError(path, "header", f"Rows={rows}, Columns={cols}: the header describes no image",
+                        "the file is damaged or not an image; remove it from the manifest")
     arr = _pixels(ds, path, frame)  # first: decoding converts the pixel-module tags _meta reads again
     meta = _meta(ds, path)
     colour = meta["photometric"] == "PALETTE COLOR" or (arr.ndim == 3 and arr.shape[-1] == 3)

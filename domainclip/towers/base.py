@@ -149,6 +149,13 @@ class Tower(nn.Module):
             if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
                 module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    source_keys: tuple[str, ...] = ("path",)  # config keys (dotted) that locate base weights
+
+    @classmethod
+    def source_files(cls, cfg: dict) -> list[Path]:
+        """The base weight files a tower config points at (digested before anything is built)."""
+        raise NotImplementedError
+
     def weights_digest(self) -> str:
         """Digest of the base (pretrained) weights, recorded in bundles."""
         raise NotImplementedError
@@ -165,6 +172,13 @@ def hub_options(trust_remote_code: bool = False, revision: str | None = None) ->
         raise ConfigError(f"tower.trust_remote_code=true needs tower.revision pinned to a 40-hex commit SHA "
                           f"(got {revision!r}): remote code from a moving branch is refused")
     return {"trust_remote_code": bool(trust_remote_code), **({"revision": revision} if revision else {})}
+
+
+def tower_class(name: str) -> type[Tower]:
+    """The registered tower class for ``name``."""
+    from domainclip import towers  # noqa: F401 - registers the built-in towers
+
+    return TOWERS.get(name)
 
 
 def build_tower(cfg: dict) -> Tower:

@@ -77,11 +77,15 @@ class HFClipTower(Tower):
             "log_logit_scale": self.log_logit_scale,
         }
 
-    def weights_digest(self) -> str:
-        p = Path(self.source)
+    @classmethod
+    def source_files(cls, cfg: dict) -> list[Path]:
+        p = Path(_local_or_hub(str(cfg.get("path") or "")))
         if not p.is_dir():
-            raise ConfigError(f"cannot digest weights of hub id '{self.source}': download it and pass the directory")
-        return files_digest(weight_files(p))
+            raise ConfigError(f"cannot digest weights of hub id '{cfg.get('path')}': download it and pass the directory")
+        return weight_files(p)
+
+    def weights_digest(self) -> str:
+        return files_digest(self.source_files({"path": self.source}))
 
 
 @TOWERS.register("hf_siglip")

@@ -65,7 +65,12 @@ class OpenClipTower(Tower):
     def head_state_dict(self):
         return {"log_logit_scale": self.log_logit_scale}
 
+    @classmethod
+    def source_files(cls, cfg: dict) -> list[Path]:
+        path = Path(str(cfg.get("path") or ""))
+        return weight_files(path) or sorted(path.glob("*.pt"))
+
     def weights_digest(self) -> str:
-        return files_digest(weight_files(self.path) or sorted(self.path.glob("*.pt")))
+        return files_digest(self.source_files({"path": self.path}))
 
 

@@ -132,9 +132,19 @@ class TwoTower(Tower):
             "log_logit_scale": self.log_logit_scale,
         }
 
+    source_keys = ("image.source", "text.source")
+
+    @classmethod
+    def source_files(cls, cfg: dict) -> list[Path]:
+        image = (cfg.get("image") or {}).get("source", EFFNET)
+        text = (cfg.get("text") or {}).get("source", MINILM)
+        text_dir = minilm_path() if text == MINILM else Path(_local_or_hub(text))
+        img = [packaged_weights_path()] if image == EFFNET else _files_of(image)
+        return img + weight_files(text_dir)
+
     def weights_digest(self) -> str:
-        img = [packaged_weights_path()] if self.image_source == EFFNET else _files_of(self.image_source)
-        return files_digest(img + weight_files(Path(self.text_dir)))
+        return files_digest(self.source_files({"image": {"source": self.image_source},
+                                               "text": {"source": self.text_source}}))
 
 
 def _files_of(source: str) -> list[Path]:
