@@ -14,11 +14,13 @@ from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
-from domainclip.data.few_shot import few_shot_subset
+from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
 from domainclip.distributed import launch_rank
 from domainclip.reliability.capsule import write_capsule
 from domainclip.reliability.guard import NonFiniteGuard
+from domainclip.reliability.run_lock import hold_run_dir
+from domainclip.run_checks import check_before_training, check_run_config
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
@@ -51,6 +53,7 @@ class RunParts:
     dm: SplitDataModule
     cache_hits: dict
     timings: dict
+    warnings: list[str] = field(default_factory=list)
 
 
 def plain(node) -> dict:
@@ -149,7 +152,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
     loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     resume = options.pop("resume", None)
-    trainer = hydra.utils.instantiate(options, logger=loggers, default_root_dir=str(run_dir))
+    callbacks = options.pop("callbacks", None) or {}
+    callbacks = [hydra.utils.instantiate(c) for c in (callbacks.values() if isinstance(callbacks, dict) else callbacks)
+                 if c]
+    trainer = hydra.utils.instantiate(options, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     trainer.resume_ckpt = find_checkpoint(resume, run_dir)
     return trainer
 
@@ -161,10 +167,10 @@ def setup(cfg: DictConfig) -> RunParts:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     timings, t0 = {}, time.perf_counter()
     data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
+    warnings = []
     if cfg.data.get("shots"):
+        warnings += short_classes(data, int(cfg.data.shots))
         data.splits["train"] = few_shot_subset(data.splits["train"], int(cfg.data.shots), int(cfg.seed))
-    if data.quarantine and launch_rank() == 0:
-        write_quarantine(run_dir / "quarantine.jsonl", data.quarantine)
     bank, caption_report = prepare_captions(data, cfg.captions.template_set, plain(cfg.captions.llm),
                                             cfg.captions.absent_findings)
     timings["data_and_captions_s"] = time.perf_counter() - t0
@@ -177,7 +183,7 @@ def setup(cfg: DictConfig) -> RunParts:
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))
     timings["features_s"] = time.perf_counter() - t
-    return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings)
+    return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings, warnings)
 
 
 def export_bundle(parts: RunParts, metrics: dict) -> Path:
@@ -186,12 +192,32 @@ def export_bundle(parts: RunParts, metrics: dict) -> Path:
     from domainclip.export.phi import identifying_values
 
     cfg, data = parts.cfg, parts.data
-    rerun = OmegaConf.to_container(cfg, resolve=True)
-    rerun["run_dir"] = "${hydra:runtime.output_dir}"  # a rerun writes to its own directory
     return write_bundle(parts.run_dir / "bundle", parts.task, bundle_metadata(parts, metrics), data.card,
-                        data.path.read_text(), OmegaConf.to_yaml(OmegaConf.create(rerun)), parts.bank.texts,
+                        data.path.read_text(), reproduce_config(cfg, parts.run_dir), parts.bank.texts,
                         identifying_values(data), merge=bool(cfg.export.merge),
                         onnx=bool(cfg.export.get("onnx", False)))
+
+
+def reproduce_config(cfg: DictConfig, run_dir: Path) -> str:
+    """The resolved config for ``--config-name reproduce``, with every path inside the original run
+    directory (checkpoints, sample logs, logger folders) rewritten under the new run's ``run_dir``,
+    so reproducing never writes into the run it came from."""
+    original = str(Path(run_dir).resolve())
+
+    def relocate(node):
+        if isinstance(node, dict):
+            return {k: relocate(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [relocate(v) for v in node]
+        if isinstance(node, str):
+            for prefix in {original, str(run_dir)}:
+                if node == prefix or node.startswith(prefix + "/"):
+                    return "${run_dir}" + node[len(prefix):]
+        return node
+
+    rerun = relocate(OmegaConf.to_container(cfg, resolve=True))
+    rerun["run_dir"] = "${hydra:runtime.output_dir}"  # a rerun writes to its own directory
+    return OmegaConf.to_yaml(OmegaConf.create(rerun))
 
 
 def run(cfg: DictConfig) -> Result:
@@ -209,14 +235,38 @@ def run(cfg: DictConfig) -> Result:
 
 
 def run_once(cfg: DictConfig) -> Result:
-    """One run: data, captions, training, evaluation, export."""
+    """One run: checks, data, captions, training, evaluation, export. Everything that can be
+    checked (config, splits, classes, PHI in every text the run will write) is checked before the
+    run directory gets its first file; a live run holds the directory's lock throughout."""
     t0 = time.perf_counter()
+    check_run_config(cfg)
     parts = setup(cfg)
     lead = launch_rank() == 0  # under DDP only rank 0 evaluates and writes the run directory
+    check_before_training(parts)
+    if not lead:
+        return _train_and_evaluate(parts, lead, t0)
+    audit_before_writing(parts)
+    with hold_run_dir(parts.run_dir):
+        return _train_and_evaluate(parts, lead, t0)
+
+
+def audit_before_writing(parts: RunParts) -> None:
+    """PHI audit of captions, class names, hyper-parameters and config before the first write."""
+    from domainclip.export.phi import audit_run_texts, identifying_values
+
+    texts = {"captions": parts.bank.texts, "classes": parts.data.class_names, "hparams": dict(parts.task.hparams),
+             "config": OmegaConf.to_yaml(parts.cfg, resolve=True)}
+    audit_run_texts(texts, parts.data.card, identifying_values(parts.data))
+
+
+def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
+    cfg = parts.cfg
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     if lead:
         (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_capsule(parts.run_dir, cfg, data)
+        if data.quarantine:
+            write_quarantine(parts.run_dir / "quarantine.jsonl", data.quarantine)
     guard = cfg.get("guard") or {}
     task.guard = NonFiniteGuard(guard.get("nonfinite", "skip"), guard.get("max_consecutive", 5),
                                 parts.run_dir / "nonfinite.jsonl")
@@ -244,6 +294,7 @@ def run_once(cfg: DictConfig) -> Result:
     summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
                "timings": timings, "card": data.card.name,
                "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
+               "warnings": parts.warnings,
                "counts": data.counts(), "split_level": data.card.split.level}
     (parts.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     write_report(parts.run_dir / "report", summary, cfg, data, after.get("test"))

@@ -19,6 +19,15 @@ class SampleLog(pl.Callback):
     def __init__(self, dirpath: str):
         self.dirpath = Path(dirpath)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        """On resume, drop the lines of steps after the checkpoint: they are about to run again, and
+        the log must hold each step once."""
+        path = self.dirpath / f"rank{trainer.global_rank}.jsonl"
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= trainer.global_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         ids = batch["index"]
         if "valid" in batch:

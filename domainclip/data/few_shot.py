@@ -29,3 +29,10 @@ def few_shot_subset(records: list[Record], shots: int, seed: int) -> list[Record
                 picked.append(rec)
         chosen += picked
     return chosen
+
+
+def short_classes(data, shots: int) -> list[str]:
+    """One warning per class with fewer than ``shots`` training samples (it trains on all it has)."""
+    counts = data.counts().get("train", {})
+    return [f"data.shots={shots} but class '{c}' has only {n} training sample(s); it trains on {n}"
+            for c, n in counts.items() if n < shots]

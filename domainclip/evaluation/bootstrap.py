@@ -46,6 +46,10 @@ def paired_bootstrap(metric_a: Callable[[np.ndarray], float], metric_b: Callable
     diffs = np.asarray(diffs)
     alpha = (1 - level) / 2
     all_idx = np.arange(len(groups))
-    return {"difference": float(metric_b(all_idx) - metric_a(all_idx)),
+    difference = float(metric_b(all_idx) - metric_a(all_idx)) if len(groups) else float("nan")
+    if not len(diffs):  # the metric is undefined on every resample (e.g. a class absent from the split)
+        return {"difference": difference, "ci": [float("nan"), float("nan")], "p_value_two_sided": float("nan"),
+                "note": "undefined on every resample (a class may be absent from this split)"}
+    return {"difference": difference,
             "ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))],
             "p_value_two_sided": float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))}

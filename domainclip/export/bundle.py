@@ -42,9 +42,9 @@ SAFETENSORS_METADATA = {"format": "pt"}
 
 def _free_text(meta: dict, card) -> dict:
     """The human-written or generated texts that generic PHI patterns are checked against."""
-    card_text = {"description": card.description, "citation": card.citation,
-                 "classes": [{"name": c.name, "synonyms": c.synonyms, "description": c.description} for c in card.classes]}
-    return {"classes": meta["classes"], "prompts": meta["captions"]["texts"], "card_text": card_text}
+    from domainclip.export.phi import card_free_text
+
+    return {"classes": meta["classes"], "prompts": meta["captions"]["texts"], "card_text": card_free_text(card)}
 
 
 def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, config_text: str,

@@ -84,9 +84,25 @@ def audit(texts: dict[str, object], identifiers: dict[str, str], free_text: set[
     return hits
 
 
-def refuse_on_hits(hits: list[Hit]) -> None:
-    """Raise naming every location that holds PHI; nothing has been written yet."""
+def refuse_on_hits(hits: list[Hit], outcome: str = "the bundle was not written") -> None:
+    """Raise one line naming where PHI was found (the first few places); nothing has been written."""
     if hits:
-        listing = "\n".join(f"  - {h.location}: {h.kind}" for h in hits[:20])
-        raise BundleError(f"PHI audit failed; the bundle was not written. {len(hits)} hit(s):\n{listing}\n"
-                          "Remove the identifying text (captions, class names, card fields) and export again.")
+        listing = "; ".join(f"{h.location}: {h.kind}" for h in hits[:5])
+        more = f" (and {len(hits) - 5} more)" if len(hits) > 5 else ""
+        raise BundleError(f"PHI audit failed; {outcome}. {len(hits)} hit(s): {listing}{more}. "
+                          "Remove the identifying text (captions, class names, card fields) and run again.")
+
+
+def card_free_text(card) -> dict:
+    """The card's human-written texts that generic PHI patterns are checked against."""
+    return {"description": card.description, "citation": card.citation,
+            "classes": [{"name": c.name, "synonyms": c.synonyms, "description": c.description} for c in card.classes]}
+
+
+def audit_run_texts(texts: dict[str, object], card, identifiers: dict[str, str]) -> None:
+    """Before a run writes its first file: captions, prompts, hyper-parameters and config (``texts``)
+    and the card's free text must hold no identifying value (they reach hparams.yaml, checkpoints,
+    logs and the bundle)."""
+    free = {"captions", "classes", "card_text"}
+    hits = audit({**texts, "card_text": card_free_text(card)}, identifiers, free_text=free & (set(texts) | {"card_text"}))
+    refuse_on_hits(hits, "nothing of the run was written (no logs, hyper-parameters or checkpoints)")

@@ -14,6 +14,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from domainclip.errors import DomainClipError
+from domainclip.fileio import writing
 
 
 class UnsafeCheckpointError(DomainClipError):
@@ -25,11 +26,12 @@ def atomic_torch_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with writing(path, (tmp,)):  # a full disk: one line, no .tmp debris, the previous checkpoint kept
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
 
 
 def safe_torch_load(path: Path, map_location="cpu"):

@@ -9,6 +9,7 @@ the first resumed step, so the run continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,17 +71,44 @@ class ResumeState(pl.Callback):
             self.pending = None
 
 
+CHECKPOINT_NAMES = ("last.ckpt", "periodic.ckpt")
+
+
 def find_checkpoint(resume: str | None, run_dir: Path) -> str | None:
-    """``trainer.resume``: ``auto`` = ``run_dir/checkpoints/last.ckpt`` when it exists, a path = that
-    file, null = start fresh."""
+    """``trainer.resume``: ``auto`` = the newest of ``run_dir/checkpoints/{last,periodic}.ckpt``
+    when one exists, a path = that file, null = start fresh. Says on stderr where it resumes from;
+    a damaged or truncated checkpoint is a one-line ``ConfigError`` before any training."""
+    from domainclip.errors import ConfigError
+
     if not resume:
         return None
     if str(resume) == "auto":
-        last = Path(run_dir) / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        from domainclip.errors import ConfigError
-
-        raise ConfigError(f"trainer.resume={resume}: no such checkpoint; use auto, null or a .ckpt path")
+        found = [p for p in (Path(run_dir) / "checkpoints" / n for n in CHECKPOINT_NAMES) if p.is_file()]
+        if not found:
+            print(f"trainer.resume=auto: no checkpoint in {Path(run_dir) / 'checkpoints'}; starting at step 0",
+                  file=sys.stderr)
+            return None
+        path = max(found, key=lambda p: p.stat().st_mtime_ns)
+    else:
+        path = Path(resume)
+        if not path.is_file():
+            raise ConfigError(f"trainer.resume={resume}: no such checkpoint; use auto, null or a .ckpt path")
+    epoch, step = checkpoint_position(path)
+    print(f"resuming from {path}: epoch {epoch}, step {step}", file=sys.stderr)
     return str(path)
+
+
+def checkpoint_position(path: Path) -> tuple[int, int]:
+    """(epoch, global step) stored in a checkpoint; refuses a truncated or damaged file."""
+    from domainclip.errors import ConfigError, DomainClipError
+    from domainclip.reliability.checkpoint_io import safe_torch_load
+
+    try:
+        ckpt = safe_torch_load(path)
+        return int(ckpt["epoch"]), int(ckpt["global_step"])
+    except DomainClipError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated zip, missing keys
+        raise ConfigError(f"checkpoint {path} is damaged or truncated ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:120]}); delete it to start fresh, or set trainer.resume "
+                          "to another checkpoint") from None
