@@ -12,13 +12,13 @@ from domainclip.paths import config_dir
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    from domainclip.errors import DomainClipError
+    from domainclip.errors import USER_ERRORS, one_line
     from domainclip.run import run
 
     try:
         run(cfg)
-    except DomainClipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

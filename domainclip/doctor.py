@@ -70,9 +70,9 @@ def diagnose(card_ref: str) -> list[str]:
     for split, counts in data.counts().items():
         print(f"  {split}: {counts}")
         empty = [c for c, n in counts.items() if n == 0]
-        if split == "train" and empty:
-            problems.append(f"no training samples for {empty}")
-            print(f"  ! no training samples for {empty}")
+        if empty:  # training needs every class; evaluation on val/test crashes or says nothing without it
+            problems.append(f"no {split} samples for {empty}")
+            print(f"  ! no {split} samples for {empty}")
     return problems
 
 

@@ -25,3 +25,14 @@ class ReadError(DomainClipError):
 
 class BundleError(DomainClipError):
     """An export bundle is incomplete, tampered with or unsafe."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of a user-facing error as one line (OS errors name the file and the cause)."""
+    if isinstance(exc, OSError) and not isinstance(exc, DomainClipError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}; check the path and its permissions (or free disk space)"
+    return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+USER_ERRORS = (DomainClipError, OSError)

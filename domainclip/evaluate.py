@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from domainclip.errors import DomainClipError
+from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 
 
 def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = evaluate_bundle(args["bundle"], args["card"], args.get("split", "test"))
-    except DomainClipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     text = json.dumps(result, indent=2)
     if "out" in args:

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from domainclip.errors import DomainClipError
+from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 
 
 def check_data(run_dir: Path) -> list[str]:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(changed) if changed else "data unchanged")
             return 2 if changed else 0
         result = replay(args.run_dir, args.out, args.allow_changed_data)
-    except DomainClipError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"replayed into {result.run_dir}")
     return 0

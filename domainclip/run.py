@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
 from domainclip.data.features import cache_key, cached_features
+from domainclip.data.card_checks import check_bands_to_rgb
 from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
 from domainclip.distributed import launch_rank
@@ -179,6 +181,8 @@ def setup(cfg: DictConfig) -> RunParts:
     task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
                            class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
+    if data.card.transforms.get("bands_to_rgb"):
+        check_bands_to_rgb(data.card, data.path, sample_meta(data).get("bands") or [])
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))
@@ -240,13 +244,12 @@ def run_once(cfg: DictConfig) -> Result:
     run directory gets its first file; a live run holds the directory's lock throughout."""
     t0 = time.perf_counter()
     check_run_config(cfg)
-    parts = setup(cfg)
     lead = launch_rank() == 0  # under DDP only rank 0 evaluates and writes the run directory
-    check_before_training(parts)
-    if not lead:
-        return _train_and_evaluate(parts, lead, t0)
-    audit_before_writing(parts)
-    with hold_run_dir(parts.run_dir):
+    with hold_run_dir(Path(cfg.run_dir)) if lead else nullcontext():  # the lock file is the only write so far
+        parts = setup(cfg)
+        check_before_training(parts)
+        if lead:
+            audit_before_writing(parts)
         return _train_and_evaluate(parts, lead, t0)
 
 

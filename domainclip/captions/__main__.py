@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from domainclip.errors import DomainClipError
+from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 
 
 def _bank(args):
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (DomainClipError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (*USER_ERRORS, ValueError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from domainclip.errors import DomainClipError
+from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         data = load_card_data(args.card)
-    except DomainClipError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"invalid: {one_line(exc)}", file=sys.stderr)
         return 1
     n = sum(len(r) for r in data.splits.values())
     print(f"valid: {data.card.name} ({data.path}): {n} samples, {len(data.class_names)} classes, "

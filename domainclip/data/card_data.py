@@ -10,7 +10,7 @@ from domainclip.cards.schema import DataCard
 from domainclip.cards.splits import assign_splits
 from domainclip.data.card_checks import check_reader_options, check_transforms
 from domainclip.data.expand import expand_records
-from domainclip.data.preflight import apply_policy
+from domainclip.data.preflight import UnreadableFilesError, apply_policy
 from domainclip.demo import demo_root
 
 
@@ -63,5 +63,23 @@ def load_card_data(ref: str | Path, demo_dir: Path | None = None, on_error: str 
     quarantine = []
     if on_error is not None:
         splits, quarantine = apply_policy(splits, reader, options, on_error)
+    before = {s: list(recs) for s, recs in splits.items()}
     splits = {s: expand_records(recs, reader, options) for s, recs in splits.items()}
+    if on_error is not None:
+        quarantine += empty_files(before, splits, on_error)
     return CardData(card=card, path=path, root=root, digest=card_digest(path), splits=splits, quarantine=quarantine)
+
+
+def empty_files(before: dict[str, list[Record]], after: dict[str, list[Record]], on_error: str) -> list[dict]:
+    """Slides or rasters that gave no tile or chip (no tissue, all nodata): an error with
+    ``on_error=fail``, otherwise quarantine entries (counted and listed like unreadable files)."""
+    kept = {(r.path, r.row) for recs in after.values() for r in recs}
+    lost = [{"path": str(r.path), "row": r.row, "split": s, "stage": "grid",
+             "error": f"{r.path}: no tile or chip passed the tissue / valid-pixel threshold (all background or nodata)"}
+            for s, recs in before.items() for r in recs if (r.path, r.row) not in kept]
+    if lost and on_error == "fail":
+
+        names = ", ".join(q["path"] for q in lost[:5])
+        raise UnreadableFilesError(f"{len(lost)} file(s) gave no tile or chip ({names}); lower min_tissue / "
+                                   "min_valid, remove them, or set data.on_error=skip to quarantine them")
+    return lost

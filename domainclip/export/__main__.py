@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from domainclip.errors import DomainClipError
+from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 
 
 def reexport(run_dir: Path, merge: bool | None = None) -> Path:
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     merge = None if "merge" not in args else args["merge"].lower() in ("1", "true", "yes")
     try:
         out = reexport(Path(args["run_dir"]), merge)
-    except DomainClipError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     print(f"bundle written to {out}")
     return 0

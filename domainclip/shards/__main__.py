@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from domainclip.errors import DomainClipError
+from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 
 USAGE = __doc__.strip()
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                                 dtype=options.get("dtype", "float16"), shard_mb=float(options.get("shard_mb", 200)),
                                 workers=int(options.get("workers", 1)),
                                 demo_dir=Path(options["demo_dir"]) if "demo_dir" in options else None)
-    except DomainClipError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     shards = sum(len(v["shards"]) for v in manifest["splits"].values())
     counts = {s: v["count"] for s, v in manifest["splits"].items()}
