@@ -28,11 +28,15 @@ def sha256_file(path: Path) -> str:
 
 def is_write_failure(exc: BaseException) -> bool:
     """Disk full / quota / file too large, as an ``OSError`` or as torch's or safetensors' own
-    wrapped error (``RuntimeError: [enforce fail ...] file write failed``)."""
+    wrapped error (``RuntimeError: [enforce fail ...] file write failed``, ``SafetensorError``)."""
     if isinstance(exc, OSError):
         return exc.errno in NO_SPACE
+    cause = exc.__cause__ or exc.__context__  # torch.save: "unexpected pos" raised while handling EFBIG
+    if cause is not None and cause is not exc and is_write_failure(cause):
+        return True
     text = str(exc).lower()
-    return any(s in text for s in ("file write failed", "no space left", "disk quota", "file too large"))
+    codes = tuple(f"os error {code}" for code in NO_SPACE)  # safetensors' Rust I/O errors
+    return any(s in text for s in ("file write failed", "no space left", "disk quota", "file too large", *codes))
 
 
 @contextmanager
@@ -41,7 +45,7 @@ def writing(target: Path, debris: tuple[Path, ...] = ()):
     (temporary files or folders) first; other errors pass through unchanged."""
     try:
         yield
-    except (OSError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch and safetensors wrap OS errors in their own types
         if not (is_write_failure(exc) or isinstance(exc, PermissionError)):
             raise
         for d in debris:
