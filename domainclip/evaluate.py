@@ -1,7 +1,8 @@
-"""``python -m domainclip.evaluate bundle=PATH card=PATH [split=test|all] [out=DIR]``
+"""``python -m domainclip.evaluate bundle=PATH card=PATH [split=test|all] [out=DIR] [base=DIR]``
 
 Evaluates an exported bundle on a data card (e.g. an external site's) with no training code
-path: the bundle's own reader settings, preprocessing, prompts and temperature.
+path: the bundle's own reader settings, preprocessing, prompts and temperature. ``base=DIR`` gives
+the base model's directory when this machine did not train the bundle.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 
-def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -> dict:
+def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", base: str | None = None) -> dict:
     """Metrics of ``bundle`` on ``card``'s split (``all`` = every record). Temperature and
     operating points are the bundle's, locked on its own validation split; nothing is refitted."""
     from domainclip import load_bundle
@@ -31,7 +32,7 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -
     from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
     from domainclip.evaluation.metrics import classification_metrics
 
-    predictor = load_bundle(bundle)
+    predictor = load_bundle(bundle, base=base)
     data = load_card_data(card, on_error="fail")
     if data.class_names != predictor.classes:
         raise DomainClipError(f"the card's classes {data.class_names} differ from the bundle's {predictor.classes}; "
@@ -69,11 +70,11 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test") -
 
 def main(argv: list[str] | None = None) -> int:
     args = dict(a.split("=", 1) for a in (argv if argv is not None else sys.argv[1:]))
-    if not {"bundle", "card"} <= set(args) or set(args) - {"bundle", "card", "split", "out"}:
+    if not {"bundle", "card"} <= set(args) or set(args) - {"bundle", "card", "split", "out", "base"}:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        result = evaluate_bundle(args["bundle"], args["card"], args.get("split", "test"))
+        result = evaluate_bundle(args["bundle"], args["card"], args.get("split", "test"), args.get("base"))
     except USER_ERRORS as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1

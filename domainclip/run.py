@@ -177,12 +177,12 @@ def setup(cfg: DictConfig) -> RunParts:
                                             cfg.captions.absent_findings)
     timings["data_and_captions_s"] = time.perf_counter() - t0
     t = time.perf_counter()
+    if data.card.transforms.get("bands_to_rgb"):
+        check_bands_to_rgb(data.card, data.path, sample_meta(data).get("bands") or [])
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # cold and warm caches build the same model
     task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
                            class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
-    if data.card.transforms.get("bands_to_rgb"):
-        check_bands_to_rgb(data.card, data.path, sample_meta(data).get("bands") or [])
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))

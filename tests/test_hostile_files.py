@@ -126,3 +126,16 @@ def test_large_image_is_reduced_while_reading(tmp_path):
     small, meta = read(tmp_path / "big.png", reader="image", min_side=100)
     assert meta["reduced_by"] == 9 and small.shape == (3, 111, 100)
     np.testing.assert_allclose(small, box_reduce(full, 9), rtol=0, atol=1e-4)
+
+
+def test_bands_to_rgb_naming_a_missing_band_is_one_error(tmp_path, make_cfg):
+    from domainclip.errors import CardError
+    from domainclip.run import setup
+
+    card = raster_card(tmp_path, set())
+    spec = yaml.safe_load(card.read_text())
+    spec["transforms"] = {"bands_to_rgb": ["NIR", "R", "G"]}  # these files have band1..band4
+    card.write_text(yaml.safe_dump(spec))
+    with pytest.raises(CardError, match=r"transforms.bands_to_rgb.*not found: \['NIR', 'R', 'G'\]") as err:
+        setup(make_cfg("recipe=satellite", f"data.card={card}", "tower.image.size=32"))
+    assert "band1" in str(err.value) and "\n" not in str(err.value)

@@ -47,10 +47,12 @@ def test_dicom_read_with_min_side_equals_pooling_the_full_read(name, k, options)
 
 
 def test_min_side_is_ignored_by_readers_that_cannot_reduce(tmp_path):
-    from PIL import Image
+    import rasterio
 
-    Image.fromarray(np.zeros((900, 900, 3), np.uint8)).save(tmp_path / "big.png")
-    arr, meta = read(tmp_path / "big.png", reader="image", min_side=448)
+    with rasterio.open(tmp_path / "big.tif", "w", driver="GTiff", width=900, height=900, count=3,
+                       dtype="uint8") as dst:
+        dst.write(np.ones((3, 900, 900), np.uint8))
+    arr, meta = read(tmp_path / "big.tif", reader="raster", min_side=448)
     assert arr.shape == (3, 900, 900) and "reduced_by" not in meta
 
 

@@ -19,6 +19,9 @@ def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names:
     present = targets.sum(0)
     if bool(((present > 0) & (present < targets.shape[0])).all()):
         out["macro_auroc"] = float(multilabel_auroc(logits.sigmoid(), targets, num_labels=len(class_names)))
+    else:
+        degenerate = [c for c, n in zip(class_names, present.tolist()) if n in (0, targets.shape[0])]
+        out["undefined"] = {"macro_auroc": f"class(es) {degenerate} have no positive (or no negative) sample here"}
     return out
 
 
@@ -39,4 +42,8 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_na
     }
     if len(torch.unique(targets)) == k:
         out["macro_auroc"] = float(multiclass_auroc(probs, targets, num_classes=k, average="macro"))
+    else:
+        absent = [c for i, c in enumerate(class_names) if not bool((targets == i).any())]
+        out["undefined"] = {"macro_auroc": f"class(es) {absent} absent from this split",
+                            "recall_per_class": f"recall of {absent} is 0 by convention: no sample"}
     return out
