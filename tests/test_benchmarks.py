@@ -33,6 +33,7 @@ SMOKES = {
     "inference.py": ("inference.json", [("ratio",)]),
     "end_to_end.py": ("end_to_end.json", [("recipes", "pathology", "wall_s")]),
     "shards.py": ("shards.json", [("ratio",)]),
+    "gpu_check.py": ("gpu_check.json", [("peak_flops",), ("rows", 0, "samples_per_s"), ("rows", 5, "samples_per_s")]),
 }
 
 

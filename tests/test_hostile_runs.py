@@ -176,3 +176,23 @@ def test_warnings_reach_metrics_json(make_cfg):
     result = run(make_cfg("recipe=pathology", "data.shots=1000", "method=zero_shot", "export.enabled=false", *FAST))
     summary = json.loads((result.run_dir / "metrics.json").read_text())
     assert len(summary["warnings"]) == 4
+
+
+def test_default_run_directory_is_unique_per_launch():
+    from omegaconf import OmegaConf
+
+    from domainclip.paths import config_dir
+
+    pattern = OmegaConf.load(config_dir() / "config.yaml").hydra.run.dir
+    assert "%f" in pattern  # microseconds: two launches in the same second get two directories
+
+
+def test_empty_split_is_refused_before_training(tmp_path, make_cfg):
+    root = tmp_path / "data"
+    root.mkdir()
+    card = tile_collection(root)
+    spec = yaml.safe_load(card.read_text())
+    spec["split"] = {"level": "patient", "fractions": {"train": 0.7, "val": 0.3, "test": 0.0}}
+    card.write_text(yaml.safe_dump(spec))
+    with pytest.raises(CardError, match=r"split\(s\) \['test'\] are empty"):
+        run(make_cfg("recipe=pathology", f"data.card={card}", "tower.image.size=32", *FAST))

@@ -11,6 +11,9 @@ from domainclip.data.sampler import EpochShardSampler, PaddedDataset, seed_worke
 from domainclip.distributed import world
 
 
+PIN_MEMORY = torch.cuda.is_available()  # page-locked batches: asynchronous host-to-GPU copies
+
+
 def dataset_labels(dataset: Dataset) -> list[int]:
     """First label of every sample (class-balanced sampling uses it)."""
     if hasattr(dataset, "records"):
@@ -41,12 +44,14 @@ class SplitDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if isinstance(self.datasets[split], IterableDataset):  # shard streams order and split themselves
             workers = self.num_workers if split == "train" else 0
-            return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=workers)
+            return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=workers,
+                              pin_memory=PIN_MEMORY)
         gen = torch.Generator().manual_seed(self.seed)
         sampler = balanced_sampler(self.datasets[split], gen) if shuffle and self.balanced else None
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             generator=gen, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=False,
+            pin_memory=PIN_MEMORY,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -68,7 +73,7 @@ class SplitDataModule(pl.LightningDataModule):
         self._position(sampler)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, drop_last=False, generator=gen,
-                          worker_init_fn=seed_worker)
+                          worker_init_fn=seed_worker, pin_memory=PIN_MEMORY)
 
     def _position(self, sampler) -> None:
         """The epoch (restored on resume) and, after an interruption, the data already consumed:
