@@ -14,6 +14,11 @@ Rows (each with its peak accelerator memory):
   is the share of wall time spent waiting for the next batch. Target with shards: <= 5%.
 - Tile-feature extraction for whole slides: reported as not available until slide-level MIL lands.
 
+Fixed on CPU-testable paths before any GPU figure, because a GPU makes each costly: caption choice
+synchronised host and device once per sample (now one copy per tensor), and loaders now pin memory
+when CUDA is present so host-to-device copies are asynchronous. The data-feeding rows cap the batch
+at the demo's train split (~190 tiles).
+
 The dry run uses a 1-layer, 32-pixel tower, batch 8, two steps and ``torch.compile(backend="eager")``
 (no C++ toolchain needed), so CI proves the script works without a GPU; its figures mean nothing.
 """
