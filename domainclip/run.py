@@ -26,6 +26,8 @@ from domainclip.run_checks import check_before_training, check_run_config
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
+from domainclip.errors import DomainClipError, one_line
+from domainclip.fileio import atomic_write_text
 from domainclip.paths import cache_dir
 from domainclip.report import print_summary, write_report
 from domainclip.task import ContrastiveTask
@@ -290,19 +292,31 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     if method_report:
         metrics["method"] = method_report
     timings["evaluation_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    bundle = export_bundle(parts, metrics) if cfg.export.enabled else None
-    timings["export_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
     summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
                "timings": timings, "card": data.card.name,
                "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
                "warnings": parts.warnings,
                "counts": data.counts(), "split_level": data.card.split.level}
-    (parts.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    write_report(parts.run_dir / "report", summary, cfg, data, after.get("test"))
+    write_summary(parts, summary, after.get("test"), report=False)  # before export: a refused bundle loses nothing
+    t = time.perf_counter()
+    try:
+        bundle = export_bundle(parts, metrics) if cfg.export.enabled else None
+    except DomainClipError as exc:
+        summary["export"] = {"refused": one_line(exc)}
+        write_summary(parts, summary, after.get("test"))
+        raise
+    timings["export_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    write_summary(parts, summary, after.get("test"))
     print_summary(summary)
     return Result(run_dir=parts.run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
+
+
+def write_summary(parts: RunParts, summary: dict, test, report: bool = True) -> None:
+    """``metrics.json`` (atomically) and, with ``report``, the report folder."""
+    atomic_write_text(parts.run_dir / "metrics.json", json.dumps(summary, indent=2))
+    if report:
+        write_report(parts.run_dir / "report", summary, parts.cfg, parts.data, test)
 
 
 def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
@@ -322,6 +336,7 @@ def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
                           "reader_options": data.card.reader.options, "domain": data.card.transforms,
                           "units": sample_meta(data).get("units")},
         "input_adapter": task.hparams.input_adapter,
+        "phi_allowed": list(data.card.phi.allow),  # reviewed by the card's author as not identifying
         "data_card": {"name": data.card.name, "digest": data.digest, "modality": data.card.modality,
                       "license": data.card.license, "split_level": data.card.split.level, "counts": data.counts()},
         "metrics": metrics,

@@ -39,6 +39,7 @@ class SplitSpec(Strict):
     level: Literal["patient", "study", "slide", "site", "spatial", "image"] = "patient"
     fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
     seed: int = 0
+    stratify: bool = True  # keep each class's share close to the fractions in every split (groups stay whole)
 
     @field_validator("fractions")
     @classmethod
@@ -60,6 +61,7 @@ class CaptionSpec(Strict):
 class PhiSpec(Strict):
     columns: list[str] = Field(default_factory=list)
     dicom_tags: list[str] = Field(default_factory=lambda: ["PatientName", "PatientID", "PatientBirthDate"])
+    allow: list[str] = Field(default_factory=list, description="values reviewed as not identifying (recorded in the bundle)")
 
 
 class DataCard(Strict):

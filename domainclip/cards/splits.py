@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 
+import numpy as np
+
 from domainclip.cards.manifest import Record
 from domainclip.cards.schema import SPLIT_NAMES, SplitSpec
 from domainclip.errors import CardError
@@ -29,10 +31,93 @@ def _cut(groups: list[str], fractions: dict[str, float]) -> dict[str, str]:
     return assignment
 
 
-def assign_splits(records: list[Record], spec: SplitSpec) -> dict[str, list[Record]]:
-    """Split records by group; an explicit split column wins. Fails on leakage."""
+def group_label_counts(records: list[Record], n_classes: int) -> dict[str, np.ndarray]:
+    """Per group: how many of its samples carry each class."""
+    out: dict[str, np.ndarray] = {}
+    for r in records:
+        row = out.setdefault(r.group, np.zeros(n_classes, np.int64))
+        for label in r.labels:
+            row[label] += 1
+    return out
+
+
+def stratified_cut(groups: list[str], counts: dict[str, np.ndarray], fractions: dict[str, float]) -> dict[str, str]:
+    """Assign whole groups to splits so that each class is spread by the split fractions
+    (``StratifiedGroupKFold``'s idea for unequal splits), then repair coverage: every class with
+    at least one group per split appears in every split when groups can be moved to make it so.
+
+    Groups are placed rarest class first (hash order within), each into the split whose per-class
+    shortfall it fills most."""
+    names = [s for s in SPLIT_NAMES if fractions.get(s, 0) > 0]
+    if not groups:
+        return {}
+    share = np.array([fractions[s] for s in names], float)
+    total = sum(counts[g] for g in groups)
+    target = share[:, None] / share.sum() * total[None, :]
+    holders = (np.stack([counts[g] for g in groups]) > 0).sum(0)  # groups per class
+    rarity = {g: min((holders[k] for k in np.flatnonzero(counts[g])), default=len(groups)) for g in groups}
+    current, assignment = np.zeros_like(target), {}
+    for g in sorted(groups, key=lambda g: rarity[g]):  # groups arrive hash-ordered; sort is stable
+        need = np.clip(target - current, 0, None)
+        gain = np.minimum(need, counts[g][None, :]).sum(1) + 1e-9 * need.sum(1)
+        best = int(np.argmax(gain))
+        assignment[g] = names[best]
+        current[best] += counts[g]
+    _repair_coverage(assignment, counts, names, holders)
+    return assignment
+
+
+def _repair_coverage(assignment: dict[str, str], counts: dict[str, np.ndarray], names: list[str],
+                     holders: np.ndarray) -> None:
+    """Move single groups into splits that lack a class, from splits holding two or more of its
+    groups, never emptying another class in the donor split."""
+    coverable = [k for k in np.argsort(holders, kind="stable") if holders[k] >= len(names)]
+
+    def holding(k: int, split: str) -> list[str]:
+        return [g for g, s in assignment.items() if s == split and counts[g][k] > 0]
+
+    def covered() -> set[tuple[int, str]]:
+        return {(k, s) for k in coverable for s in names if holding(k, s)}
+
+    for _ in range(len(assignment)):
+        moved = False
+        for k in coverable:
+            for split in names:
+                if not holding(k, split):
+                    moved |= _move_or_swap(assignment, k, split, holding, covered)
+        if not moved:
+            return
+
+
+def _move_or_swap(assignment: dict[str, str], k: int, split: str, holding, covered) -> bool:
+    """Bring class ``k`` into ``split``: move one of its groups there from a split holding two or
+    more, or swap it with a group of ``split``, whichever first keeps every other class covered."""
+    before = covered()
+    donors = [g for d in dict.fromkeys(assignment.values()) if len(holding(k, d)) >= 2 for g in holding(k, d)]
+    for g in donors:
+        donor = assignment[g]
+        for h in [None, *[h for h, s in assignment.items() if s == split]]:
+            assignment[g] = split
+            if h is not None:
+                assignment[h] = donor
+            if covered() >= before | {(k, split)}:
+                return True
+            assignment[g] = donor
+            if h is not None:
+                assignment[h] = split
+    return False
+
+
+def assign_splits(records: list[Record], spec: SplitSpec, n_classes: int | None = None) -> dict[str, list[Record]]:
+    """Split records by group, stratified by label (unless ``spec.stratify`` is false); an explicit
+    split column wins. Fails on leakage."""
     free = sorted({r.group for r in records if r.split is None}, key=lambda g: hash_group(g, spec.seed))
-    auto = _cut(free, spec.fractions)
+    if spec.stratify and free:
+        n_classes = n_classes or 1 + max(label for r in records for label in r.labels)
+        counts = group_label_counts([r for r in records if r.split is None], n_classes)
+        auto = stratified_cut(free, counts, spec.fractions)
+    else:
+        auto = _cut(free, spec.fractions)
     out: dict[str, list[Record]] = {s: [] for s in SPLIT_NAMES}
     for r in records:
         split = r.split or auto[r.group]

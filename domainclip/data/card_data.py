@@ -59,7 +59,7 @@ def load_card_data(ref: str | Path, demo_dir: Path | None = None, on_error: str 
     check_transforms(card, path)
     root = card_root(card, path, demo_dir)
     reader, options = card.reader.name, card.reader.options
-    splits = assign_splits(read_records(card, root), card.split)
+    splits = assign_splits(read_records(card, root), card.split, len(card.classes))
     quarantine = []
     if on_error is not None:
         splits, quarantine = apply_policy(splits, reader, options, on_error)

@@ -61,6 +61,7 @@ sensors than the data card describes; populations the evaluation data does not r
 ## Data (CLAIM 7-13; TRIPOD+AI 5-8)
 - Data card `{data['name']}`, sha256 `{data['digest']}`, license: {data['license']}
 - Splits are disjoint at the **{data['split_level']}** level.
+- Values the card's author reviewed as not identifying (`phi.allow`, exempt from the PHI audit): {meta.get('phi_allowed') or 'none'}
 
 {_counts(data['counts'])}
 

@@ -18,8 +18,18 @@ class Hit:
     kind: str
 
 
+def controlled_vocabulary() -> set[str]:
+    """Words domainclip itself writes as values (split levels and names, task and layout kinds):
+    a part of a real name that equals one of them (``NAME^PATIENT^NAME``) is not a finding."""
+    from domainclip.cards.schema import SPLIT_LEVELS, SPLIT_NAMES
+
+    words = {*SPLIT_LEVELS, *SPLIT_NAMES, "single_label", "multi_label", "manifest", "folders", "name"}
+    return {norm(w) for w in words}
+
+
 def identifying_values(data, max_files: int | None = None) -> dict[str, str]:
-    """Identifying values found in the data: manifest PHI columns and DICOM header tags."""
+    """Identifying values found in the data (manifest PHI columns, DICOM header tags), each with
+    where it came from; the card's ``phi.allow`` values and domainclip's own vocabulary are left out."""
     values: dict[str, str] = {}
     card = data.card
     cols = set(card.phi.columns)
@@ -32,7 +42,8 @@ def identifying_values(data, max_files: int | None = None) -> dict[str, str]:
                 values[str(v)] = f"manifest column '{k}'"
     if card.reader.name == "dicom":
         values.update(_dicom_values(sorted({r.path for r in records})[:max_files], card.phi.dicom_tags))
-    return {v: src for v, src in values.items() if len(v.strip()) >= 3}
+    skip = controlled_vocabulary() | {norm(v) for v in card.phi.allow}
+    return {v: src for v, src in values.items() if len(v.strip()) >= 3 and norm(v) not in skip}
 
 
 def _dicom_values(paths, tags) -> dict[str, str]:
@@ -48,9 +59,12 @@ def _dicom_values(paths, tags) -> dict[str, str]:
         for tag in wanted:
             value = str(getattr(ds, tag, "") or "").strip()
             if value:
-                out[value] = f"DICOM tag {tag}"
+                source = f"DICOM tag {tag} of {p.name}"
+                out.setdefault(value, source)
                 if tag == "PatientName" and "^" in value:
-                    out.update({part: f"DICOM tag {tag}" for part in value.split("^") if len(part) >= 3})
+                    for part in value.split("^"):
+                        if len(part) >= 3:
+                            out.setdefault(part, source)
     return out
 
 
@@ -90,7 +104,8 @@ def refuse_on_hits(hits: list[Hit], outcome: str = "the bundle was not written")
         listing = "; ".join(f"{h.location}: {h.kind}" for h in hits[:5])
         more = f" (and {len(hits) - 5} more)" if len(hits) > 5 else ""
         raise BundleError(f"PHI audit failed; {outcome}. {len(hits)} hit(s): {listing}{more}. "
-                          "Remove the identifying text (captions, class names, card fields) and run again.")
+                          "Remove the identifying text (captions, class names, card fields) and run again, or, if a "
+                         "value is not identifying, list it under the card's phi.allow (recorded in the bundle).")
 
 
 def card_free_text(card) -> dict:
