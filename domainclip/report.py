@@ -126,8 +126,16 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
         f"# domainclip run: {summary['card']}\n\nTower `{cfg.tower.name}`, method `{cfg.method.name}`, "
         f"loss `{cfg.loss.name}`, split level **{summary['split_level']}** (no group crosses splits).\n\n{digest}"
         f"## Top-1 per split\n\n{summary_table(summary)}\n\n{clinical}\n## Images per class per split\n\n{counts}\n\n"
-        f"## Timings (s)\n\n{timings}\n"
+        f"## Timings (s)\n\n{timings}\n{flags_section(summary)}"
     )
+
+
+def flags_section(summary: dict) -> str:
+    """Warnings (counted in metrics.json) and evaluation flags, for the report."""
+    lines = [*summary.get("warnings", []), *summary["metrics"].get("clinical", {}).get("flags", [])]
+    if "export" in summary:
+        lines.append(f"bundle refused: {summary['export']['refused']}")
+    return "\n## Warnings\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
 
 
 def print_summary(summary: dict) -> None:
@@ -143,6 +151,11 @@ def print_summary(summary: dict) -> None:
     skipped = summary.get("skipped", {}).get("count", 0)
     if skipped:
         print(f"skipped {skipped} unreadable file(s); see quarantine.jsonl")
-    print(f"total {summary['timings']['total_s']:.1f} s\n")
+    for line in [*summary.get("warnings", []), *(clinical or {}).get("flags", [])]:
+        print(f"warning: {line}")
+    if "export" in summary:
+        print(f"bundle refused: {summary['export']['refused']}")
+    if "total_s" in summary["timings"]:
+            print(f"total {summary['timings']['total_s']:.1f} s\n")
 
 

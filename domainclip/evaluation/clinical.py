@@ -115,6 +115,7 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
         "operating_points": operating_metrics(probs, test.targets, thresholds),
         "subgroups": subgroup_metrics(probs, test, s),
     }
+    report["flags"] = evaluation_flags(val, temperature, report["calibration"], class_names, locked is not None)
     grouped = aggregate_groups(probs, test.targets, test.groups, s.aggregate, s.topk)
     if grouped is None:
         report["group_level"] = {"note": "labels vary within groups: no single group label to score"}
@@ -134,3 +135,26 @@ def compare(before: Predictions, after: Predictions, s: EvalSettings) -> dict:
         out[name] = paired_bootstrap(lambda idx: fn(pb[idx], y[idx]), lambda idx: fn(pa[idx], y[idx]),
                                      after.groups, max(s.bootstrap, 1), s.seed)
     return out
+
+
+TEMPERATURE_BOUNDS = (0.01, 100.0)  # fit_temperature's clamp
+
+
+def evaluation_flags(val: Predictions | None, temperature: float, calibration: dict, class_names: list[str],
+                     locked: bool) -> list[str]:
+    """What a reviewer must know that the numbers alone hide: thresholds that defaulted because a
+    class was absent from validation, a temperature stuck at its bound, calibration that made the
+    test ECE worse."""
+    flags = []
+    if val is not None and not locked:
+        y = val.targets.numpy()
+        for k, c in enumerate(class_names):
+            if (y == k).all() or not (y == k).any():
+                flags.append(f"threshold for '{c}' defaulted to 0.5: validation has no {c} sample (or only those)")
+    if any(abs(temperature - b) / b < 1e-3 for b in TEMPERATURE_BOUNDS):
+        flags.append(f"temperature {temperature:g} hit its bound {TEMPERATURE_BOUNDS}: calibration did not converge; "
+                     "validation may be too small or separable")
+    if calibration["ece_after"] > calibration["ece_before"] + 1e-9:
+        flags.append(f"calibration made test ECE worse ({calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f});"
+                     " the validation split may be too small to fit a temperature")
+    return flags
