@@ -284,19 +284,9 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     if not lead:
         return Result(run_dir=parts.run_dir, metrics={}, bundle_dir=None, timings=timings)
     t = time.perf_counter()
-    settings = eval_settings(cfg, data)
-    after = predictions(task, dm, data, splits)
-    metrics = summarise(before, after, data, settings)
-    if "test" in splits:
-        metrics["retrieval"] = {"test": task_retrieval(task, dm._loader("test", shuffle=False))}
-    if method_report:
-        metrics["method"] = method_report
+    summary, after = evaluate_trained(parts, before, method_report)
     timings["evaluation_s"] = time.perf_counter() - t
-    summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
-               "timings": timings, "card": data.card.name,
-               "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
-               "warnings": parts.warnings,
-               "counts": data.counts(), "split_level": data.card.split.level}
+    metrics = summary["metrics"]
     write_summary(parts, summary, after.get("test"), report=False)  # before export: a refused bundle loses nothing
     t = time.perf_counter()
     try:
@@ -310,6 +300,24 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     write_summary(parts, summary, after.get("test"))
     print_summary(summary)
     return Result(run_dir=parts.run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
+
+
+def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None = None) -> tuple[dict, dict]:
+    """The evaluation stage on the trained task: the run summary (metrics.json) and the
+    after-training predictions per split. ``before`` holds the zero-shot predictions."""
+    cfg, task, dm, data = parts.cfg, parts.task, parts.dm, parts.data
+    splits = list(cfg.eval.splits)
+    after = predictions(task, dm, data, splits)
+    metrics = summarise(before, after, data, eval_settings(cfg, data))
+    if "test" in splits:
+        metrics["retrieval"] = {"test": task_retrieval(task, dm._loader("test", shuffle=False))}
+    if method_report:
+        metrics["method"] = method_report
+    summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
+               "timings": parts.timings, "card": data.card.name,
+               "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
+               "warnings": parts.warnings, "counts": data.counts(), "split_level": data.card.split.level}
+    return summary, after
 
 
 def write_summary(parts: RunParts, summary: dict, test, report: bool = True) -> None:

@@ -18,7 +18,7 @@ from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 def reexport(run_dir: Path, merge: bool | None = None) -> Path:
     """Rebuild the run's task from its config and checkpoint, then write ``bundle/`` again."""
     from domainclip.reliability.checkpoint_io import safe_torch_load
-    from domainclip.run import export_bundle, setup
+    from domainclip.run import evaluate_trained, export_bundle, predictions, setup, write_summary
 
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
@@ -28,6 +28,9 @@ def reexport(run_dir: Path, merge: bool | None = None) -> Path:
     if merge is not None:
         cfg.export.merge = merge
     parts = setup(cfg)
+    metrics_file = run_dir / "metrics.json"
+    before = None if metrics_file.is_file() else predictions(parts.task, parts.dm, parts.data, list(cfg.eval.splits),
+                                                             zero_shot=True)  # zero-shot, before the trained tensors
     if parts.task.method.trains:
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.is_file():
@@ -37,7 +40,11 @@ def reexport(run_dir: Path, merge: bool | None = None) -> Path:
         if missing:
             raise DomainClipError(f"{ckpt} lacks trained tensors {sorted(missing)[:5]}; it belongs to another run")
         parts.task.load_state_dict(state, strict=False)
-    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    if before is not None:  # the run died after training: evaluate now, so metrics.json and the report exist
+        print(f"{metrics_file} missing: evaluating the checkpoint first", file=sys.stderr)
+        summary, after = evaluate_trained(parts, before)
+        write_summary(parts, summary, after.get("test"))
+    metrics = json.loads(metrics_file.read_text())["metrics"]
     return export_bundle(parts, metrics)
 
 
