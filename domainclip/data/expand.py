@@ -22,6 +22,13 @@ def _grid(reader: str, path, options: dict) -> list[dict]:
     return chip_grid(path, **opts)
 
 
+def file_cells(reader: str, path, options: dict) -> list[dict]:
+    """The tiles (tissue-filtered) or chips (enough valid pixels) a run reads from one file, as the
+    read options of each (``x``/``y`` or ``col``/``row``)."""
+    keys = ("x", "y", "col", "row")
+    return [{k: v for k, v in cell.items() if k in keys} for cell in _grid(reader, path, options)]
+
+
 def needs_expansion(reader: str, options: dict) -> bool:
     """Slides are always tiled; rasters only when the card sets ``chip_size``."""
     return reader == "wsi" or (reader == "raster" and bool(options.get("chip_size")))

@@ -20,14 +20,16 @@ def aggregate_groups(probs: torch.Tensor, targets: torch.Tensor, groups: list[st
         labels = targets[idx]
         if not bool((labels == labels[0]).all()):
             return None
-        p = probs[idx]
-        if how == "topk":
-            p = p.topk(min(topk, len(idx)), dim=0).values.mean(0)
-            p = p / p.sum()
-        elif how == "mean":
-            p = p.mean(0)
-        else:
-            raise ValueError(f"unknown aggregation {how!r}; allowed: mean, topk")
-        out_p.append(p)
+        out_p.append(pool(probs[idx], how, topk))
         out_y.append(labels[0])
     return torch.stack(out_p), torch.stack(out_y), list(order)
+
+
+def pool(probs: torch.Tensor, how: str = "mean", topk: int = 5) -> torch.Tensor:
+    """One probability row for a set of images of one unit (tiles of a slide, chips of a scene)."""
+    if how == "topk":
+        p = probs.topk(min(topk, len(probs)), dim=0).values.mean(0)
+        return p / p.sum()
+    if how == "mean":
+        return probs.mean(0)
+    raise ValueError(f"unknown aggregation {how!r}; allowed: mean, topk")

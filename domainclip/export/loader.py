@@ -9,12 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domainclip.errors import BundleError, DomainClipError
+from domainclip.errors import BundleError, DomainClipError, ReadError
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
 from domainclip.methods import build_method
 from domainclip.methods.base import PromptSet
+from domainclip.data.expand import file_cells, needs_expansion
+from domainclip.evaluation.aggregate import pool
 from domainclip.readers import read, read_record
 from domainclip.fileio import load_safetensors, sha256_file
 from domainclip.towers import build_tower
@@ -23,6 +25,7 @@ from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_inpu
 from domainclip.transforms.spatial import min_side_for
 
 
+TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles cut beforehand
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 
 
@@ -141,12 +144,31 @@ class Predictor:
         """A ready (B, C, S, S) tensor as is; paths or (C, H, W) arrays read and preprocessed."""
         return images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
 
-    def _to_tensor(self, item) -> torch.Tensor:
+    def _to_tensor(self, item, location: dict | None = None) -> torch.Tensor:
         if isinstance(item, (str, Path)):
-            arr, meta = read(item, reader=self.reader, min_side=min_side_for(self.preprocess.size), **self.reader_options)
+            reader, options = self.reader, {**self.reader_options, **(location or {})}
+            if reader == "wsi" and Path(item).suffix.lower() in TILE_SUFFIXES:  # a tile cut beforehand
+                reader, options = "tiles", {"mpp": self.reader_options.get("mpp")}
+            elif location is None and needs_expansion(self.reader, self.reader_options):
+                raise ReadError(item, "input", f"the run cut such files into tiles or chips ({self.reader} reader)",
+                                "pass the file to predict(), which reads and pools its tiles, or pass tiles/arrays")
+            arr, meta = read(item, reader=reader, min_side=min_side_for(self.preprocess.size), **options)
         else:
             arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
         return model_input(arr, meta, self.domain, self.preprocess)
+
+    def cells(self, item) -> list[dict] | None:
+        """For a slide or a scene the run cut into tiles or chips: the read options of each (the
+        run's tissue filter or valid-pixel threshold); ``None`` for anything read whole."""
+        if not isinstance(item, (str, Path)) or not needs_expansion(self.reader, self.reader_options):
+            return None
+        if self.reader == "wsi" and Path(item).suffix.lower() in TILE_SUFFIXES:
+            return None
+        found = file_cells(self.reader, item, self.reader_options)
+        if not found:
+            raise ReadError(item, "grid", "no tile or chip passes the run's tissue / valid-pixel threshold",
+                            "check the file, or pass pre-cut tiles or arrays")
+        return found
 
     @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
@@ -170,15 +192,53 @@ class Predictor:
         return self.raw_logits(images) / float(self.meta.get("temperature", 1.0))
 
     @torch.inference_mode()
-    def predict(self, images) -> torch.Tensor:
-        """(N, K) class probabilities: softmax of ``logits``; for multi-label bundles, per-class
-        sigmoids with the temperature and biases calibrated on validation."""
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities from raw logits: softmax at the locked temperature, or for
+        multi-label bundles per-class sigmoids with the temperature and biases from validation."""
         clinical = self.meta["metrics"].get("clinical", {})
         if clinical.get("multi_label"):
             from domainclip.evaluation.multilabel import probabilities
 
-            return probabilities(self.raw_logits(images), clinical["temperature"], clinical["bias"])
-        return self.logits(images).softmax(-1)
+            return probabilities(logits, clinical["temperature"], clinical["bias"])
+        return (logits / float(self.meta.get("temperature", 1.0))).softmax(-1)
+
+    @torch.inference_mode()
+    def predict(self, images, batch_size: int = 64) -> torch.Tensor:
+        """(N, K) class probabilities, one row per input: a ready (B, C, S, S) tensor, (C, H, W)
+        arrays, image files, pre-cut tiles, or whole slides and scenes, which are read exactly as
+        the run read them (tiles or chips, tissue filter, windows) and pooled to the file with the
+        run's aggregation (``eval.aggregate``: mean or top-k)."""
+        if isinstance(images, torch.Tensor):
+            return self.probabilities(self.raw_logits(images))
+        images = list(images)
+        rows: list[torch.Tensor | None] = [None] * len(images)
+        whole = []
+        for i, item in enumerate(images):
+            cells = self.cells(item)
+            if cells is None:
+                whole.append(i)
+            else:
+                rows[i] = pool(self.cell_probabilities(item, cells, batch_size), *self.aggregation)
+        for start in range(0, len(whole), batch_size):
+            idx = whole[start : start + batch_size]
+            for i, p in zip(idx, self.probabilities(self.raw_logits([images[j] for j in idx]))):
+                rows[i] = p
+        return torch.stack(rows)
+
+    @property
+    def aggregation(self) -> tuple[str, int]:
+        """How the run pooled images to its clinical unit (``eval.aggregate``, ``eval.topk``)."""
+        settings = self.meta.get("eval_settings") or {}
+        return str(settings.get("aggregate", "mean")), int(settings.get("topk", 5))
+
+    @torch.inference_mode()
+    def cell_probabilities(self, item, cells: list[dict], batch_size: int = 64) -> torch.Tensor:
+        """(tiles, K) probabilities of one slide's tiles or one scene's chips, in grid order."""
+        out = []
+        for start in range(0, len(cells), batch_size):
+            pixels = torch.stack([self._to_tensor(item, c) for c in cells[start : start + batch_size]])
+            out.append(self.probabilities(self.raw_logits(pixels)))
+        return torch.cat(out)
 
 
 def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:

