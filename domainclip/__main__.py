@@ -22,8 +22,20 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+KNOWN_WARNINGS = (  # third-party notices every run printed; domainclip's own warnings still show
+    r".*is_gradient_checkpointing.*is deprecated.*",
+    r"Found \d+ module\(s\) in eval mode.*",
+    r"The '\w+_dataloader' does not have many workers.*",
+    r".*does not have many workers which may be a bottleneck.*",
+)
+
+
 def main() -> None:
     """Console-script entry point (``domainclip ...``)."""
+    import warnings
+
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("WANDB_MODE", "offline")
     _hydra_main()
 

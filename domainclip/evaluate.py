@@ -82,8 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     if "out" in args:
         Path(args["out"]).mkdir(parents=True, exist_ok=True)
         (Path(args["out"]) / "metrics.json").write_text(text)
-    print(text)
+    print(summary_lines(result, args.get("out")))
     return 0
+
+
+def summary_lines(result: dict, out: str | None) -> str:
+    """What a reviewer reads first; the full JSON goes to ``out=DIR/metrics.json``."""
+    from domainclip.report import _ci
+
+    img = result["clinical"]["image_level"]
+    lines = [f"{result['card']} ({result['split']}, n={result['clinical'].get('n', img.get('n'))}) scored by {result['bundle']}",
+             "locked temperature and thresholds (nothing refitted); metrics after temperature scaling:",
+             *(f"  {k}: {_ci(img, k)}" for k in ("top1", "balanced_accuracy", "macro_auroc") if k in img)]
+    for flag in result["clinical"].get("flags", []):
+        lines.append(f"warning: {flag}")
+    lines.append(f"full metrics: {Path(out) / 'metrics.json'}" if out else "full metrics: pass out=DIR to write metrics.json")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def print_summary(summary: dict) -> None:
     clinical = summary["metrics"].get("clinical")
     if clinical:
         img = clinical["image_level"]
-        print(f"test macro AUROC {_ci(img, 'macro_auroc')}, balanced accuracy {_ci(img, 'balanced_accuracy')}, "
+        print(f"test, after temperature scaling: macro AUROC {_ci(img, 'macro_auroc')}, balanced accuracy {_ci(img, 'balanced_accuracy')}, "
               f"ECE {clinical['calibration']['ece_before']:.3f} -> {clinical['calibration']['ece_after']:.3f} "
               f"(temperature {clinical['temperature']:.2f})")
     skipped = summary.get("skipped", {}).get("count", 0)

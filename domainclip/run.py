@@ -22,7 +22,7 @@ from domainclip.distributed import launch_rank
 from domainclip.reliability.capsule import write_capsule
 from domainclip.reliability.guard import NonFiniteGuard
 from domainclip.reliability.run_lock import hold_run_dir
-from domainclip.run_checks import check_before_training, check_run_config
+from domainclip.run_checks import check_run_config, check_splits
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
@@ -185,6 +185,7 @@ def setup(cfg: DictConfig) -> RunParts:
     task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
                            class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
+    check_splits(cfg, data, task.method.trains)
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))
@@ -249,7 +250,6 @@ def run_once(cfg: DictConfig) -> Result:
     lead = launch_rank() == 0  # under DDP only rank 0 evaluates and writes the run directory
     with hold_run_dir(Path(cfg.run_dir)) if lead else nullcontext():  # the lock file is the only write so far
         parts = setup(cfg)
-        check_before_training(parts)
         if lead:
             audit_before_writing(parts)
         return _train_and_evaluate(parts, lead, t0)

@@ -49,11 +49,11 @@ def check_run_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
-def check_before_training(parts) -> None:
-    """Splits and classes: refuse now what would otherwise crash evaluation after training."""
-    cfg, data = parts.cfg, parts.data
+def check_splits(cfg: DictConfig, data, trains: bool) -> None:
+    """Splits and classes: refuse before any feature pass or training what would otherwise crash
+    evaluation after training."""
     needed = [s for s in EVAL_SPLITS if s in list(cfg.eval.splits)]
-    if parts.task.method.trains:
+    if trains:
         needed.insert(0, "train")
     empty = [s for s in needed if not data.splits.get(s)]
     if empty:

@@ -183,7 +183,8 @@ def test_default_run_directory_is_unique_per_launch():
 
     from domainclip.paths import config_dir
 
-    pattern = OmegaConf.load(config_dir() / "config.yaml").hydra.run.dir
+    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
+    pattern = raw["hydra"]["run"]["dir"]
     assert "%f" in pattern  # microseconds: two launches in the same second get two directories
 
 

@@ -84,3 +84,36 @@ def test_a_wsi_bundle_scores_a_pre_cut_tile_and_refuses_a_bare_slide_in_raw_logi
 def test_metrics_json_is_plain_json(slide_run):
     _, summary, _, _ = slide_run
     json.dumps(summary)
+
+
+DICOMS = {"CT": ["CT_small", "693_UNCR", "693_J2KI", "eCT_Supplemental"],
+          "MR": ["MR_small", "MR_small_RLE", "MR2_UNCR", "examples_overlay"],
+          "US": ["US1_UNCI", "examples_palette", "examples_ybr_color", "OBXXXX1A_2frame"]}
+
+
+def test_real_dicoms_of_three_modalities_run_to_metrics_report_and_bundle(tmp_path, make_cfg):
+    """pydicom's own files (CT, MR, US; uncompressed, RLE, JPEG, JPEG 2000; grey, RGB, YBR,
+    palette; a multi-frame file), grouped by their real PatientID, as a user would list them."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from domainclip.run import run
+
+    rows = []
+    for label, names in DICOMS.items():
+        for name in names:
+            src = get_testdata_file(f"{name}.dcm", download=False)
+            shutil.copy(src, tmp_path / f"{name}.dcm")
+            rows.append(f"{name}.dcm,{label},{pydicom.dcmread(src, stop_before_pixels=True).PatientID}\n")
+    (tmp_path / "labels.csv").write_text("path,label,patient\n" + "".join(rows))
+    card = {"name": "pydicom_modalities", "modality": "mixed", "license": "pydicom test files (MIT and others)",
+            "reader": {"name": "dicom"}, "manifest": "labels.csv",
+            "columns": {"path": "path", "label": "label", "group": "patient"},
+            "classes": [{"name": m} for m in DICOMS], "phi": {"columns": ["patient"]}}
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
+    result = run(make_cfg("recipe=radiology", f"data.card={tmp_path / 'card.yaml'}", *FAST))
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    assert all(n > 0 for counts in summary["counts"].values() for n in counts.values())
+    assert summary["skipped"]["count"] == 0
+    assert (result.run_dir / "report" / "summary.md").is_file()
+    assert domainclip.load_bundle(result.bundle_dir).classes == list(DICOMS)

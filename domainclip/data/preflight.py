@@ -39,7 +39,7 @@ def apply_policy(splits: dict[str, list[Record]], reader: str, options: dict, on
     for split, recs in splits.items():
         quarantine += [{**b, "split": split} for b in find_unreadable(recs, reader, options)]
     if quarantine and on_error == "fail":
-        listing = "\n".join(f"  - {q['path']} ({q['stage']}): {q['error']}" for q in quarantine)
+        listing = "\n".join(f"  - {q['error']}" for q in quarantine)  # each error names its file once
         raise UnreadableFilesError(
             f"{len(quarantine)} file(s) cannot be read; nothing was trained:\n{listing}\n"
             "Fix or remove them, or set data.on_error=skip to quarantine them."

@@ -23,7 +23,7 @@ def roc_pr(path: Path, probs: np.ndarray, positives: np.ndarray, class_names: li
         fpr, tpr, _ = roc_curve(pos, probs[:, k])
         prec, rec, _ = precision_recall_curve(pos, probs[:, k])
         line = roc_ax.plot(fpr, tpr, label=name)[0]
-        pr_ax.plot(rec, prec, label=name, color=line.get_color())
+        pr_ax.step(rec, prec, where="post", label=name, color=line.get_color())
         op = operating.get(name)
         if op and op["specificity"] == op["specificity"]:
             roc_ax.plot(1 - op["specificity"], op["sensitivity"], "o", color=line.get_color())
@@ -43,7 +43,7 @@ def reliability(path: Path, before: list[dict], after: list[dict], temperature: 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     for bins, label in ((before, "raw"), (after, f"temperature {temperature:.2f}")):
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=label)
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=label, clip_on=False)
     ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability diagram (test)", xlim=(0, 1), ylim=(0, 1))
     ax.legend()
     fig.tight_layout()

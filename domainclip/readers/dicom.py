@@ -33,7 +33,10 @@ def _pixels(ds, path: Path, frame: int | None) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
-        raise ReadError(path, f"decode (transfer syntax {name})", str(exc).splitlines()[0], DECODER_HINT) from exc
+        hint = DECODER_HINT if getattr(syntax, "is_compressed", True) else (
+            "the pixel data is shorter or longer than the header says: the file is truncated or damaged; "
+            "re-export it or remove it from the manifest")
+        raise ReadError(path, f"decode (transfer syntax {name})", str(exc).splitlines()[0], hint) from exc
 
 
 def _file_window(ds) -> tuple[float, float] | None:
