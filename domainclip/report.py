@@ -133,6 +133,8 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
 def flags_section(summary: dict) -> str:
     """Warnings (counted in metrics.json) and evaluation flags, for the report."""
     lines = [*summary.get("warnings", []), *summary["metrics"].get("clinical", {}).get("flags", [])]
+    for split, m in summary["metrics"].get("zero_shot_after", {}).items():  # metrics left out, with why
+        lines += [f"{split}: {metric} not reported: {why}" for metric, why in m.get("undefined", {}).items()]
     if "export" in summary:
         lines.append(f"bundle refused: {summary['export']['refused']}")
     return "\n## Warnings\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""

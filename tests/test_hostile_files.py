@@ -139,3 +139,17 @@ def test_bands_to_rgb_naming_a_missing_band_is_one_error(tmp_path, make_cfg):
     with pytest.raises(CardError, match=r"transforms.bands_to_rgb.*not found: \['NIR', 'R', 'G'\]") as err:
         setup(make_cfg("recipe=satellite", f"data.card={card}", "tower.image.size=32"))
     assert "band1" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_untagged_fill_value_can_be_declared_nodata(tmp_path):
+    from domainclip.readers.raster import chip_grid
+
+    data = np.full((4, 32, 32), 700, np.uint16)
+    data[:, :, :16] = 0  # a Landsat-style zero border the file does not tag as nodata
+    geotiff(tmp_path / "scene.tif", data)
+    _, meta = read(tmp_path / "scene.tif", reader="raster")
+    assert meta["valid"].all()  # untagged zeros are data unless the card says otherwise
+    _, meta = read(tmp_path / "scene.tif", reader="raster", nodata=0)
+    assert not meta["valid"][:, :16].any() and meta["valid"][:, 16:].all()
+    assert [c["col"] for c in chip_grid(tmp_path / "scene.tif", chip_size=16, nodata=0)] == [16, 16]
+    assert len(chip_grid(tmp_path / "scene.tif", chip_size=16)) == 4

@@ -7,7 +7,7 @@ from domainclip.cards.manifest import Record
 
 GRID_OPTIONS = {
     "wsi": ("mpp", "tile_size", "min_tissue", "backend", "base_mpp", "max_tiles"),
-    "raster": ("chip_size", "stride", "min_valid"),
+    "raster": ("chip_size", "stride", "min_valid", "nodata"),
 }
 
 

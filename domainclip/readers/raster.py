@@ -36,12 +36,15 @@ def _rasterio(path):
 
 
 def chip_grid(path: str | Path, chip_size: int, stride: int | None = None, min_valid: float = 0.5,
-              **_ignored) -> list[dict]:
-    """Top-left (col, row) of every full chip on a regular grid with enough valid (non-nodata) pixels."""
+              nodata: float | None = None, **_ignored) -> list[dict]:
+    """Top-left (col, row) of every full chip on a regular grid with enough valid (non-nodata) pixels;
+    ``nodata`` declares a fill value the file does not tag (e.g. Landsat L1 zero borders)."""
     rasterio = _rasterio(path)
     stride = stride or chip_size
     with rasterio.open(path) as src:
         valid = src.dataset_mask() > 0
+        if nodata is not None:
+            valid &= (src.read() != nodata).any(axis=0)
         chips = []
         for row in range(0, src.height - chip_size + 1, stride):
             for col in range(0, src.width - chip_size + 1, stride):
@@ -53,10 +56,12 @@ def chip_grid(path: str | Path, chip_size: int, stride: int | None = None, min_v
 
 @register_reader("raster")
 def read_raster(path: Path, bands: list | None = None, col: int | None = None, row: int | None = None,
-                chip_size: int | None = None, stride: int | None = None, min_valid: float = 0.5) -> tuple[np.ndarray, dict]:
+                chip_size: int | None = None, stride: int | None = None, min_valid: float = 0.5,
+                nodata: float | None = None) -> tuple[np.ndarray, dict]:
     """Selected bands as (C, H, W) float32 in file units; ``meta['valid']`` marks non-nodata pixels.
 
-    With ``chip_size`` and ``col``/``row`` it reads only that chip (a windowed read).
+    With ``chip_size`` and ``col``/``row`` it reads only that chip (a windowed read). ``nodata``
+    declares an untagged fill value: a pixel whose bands all equal it is nodata.
     """
     rasterio = _rasterio(path)
     from rasterio.windows import Window
@@ -69,11 +74,13 @@ def read_raster(path: Path, bands: list | None = None, col: int | None = None, r
             valid = src.read_masks(idx, window=window).min(axis=0) > 0
         else:  # no nodata declared: every pixel is valid, zeros included
             valid = np.ones(arr.shape[1:], bool)
+        if nodata is not None:
+            valid &= ~(arr == nodata).all(axis=0)
         meta = {
             "modality": "satellite",
             "units": "reflectance",
             "bands": [src.descriptions[i - 1] or f"band{i}" for i in idx],
-            "nodata": src.nodata,
+            "nodata": src.nodata if nodata is None else nodata,
             "crs": src.crs.to_string() if src.crs else None,
             "transform": list(src.window_transform(window) if window else src.transform)[:6],
             "valid": valid,
