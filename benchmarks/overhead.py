@@ -20,7 +20,6 @@ from common import machine, toy_batch, toy_task, vit_b16_clip_dir, write_result 
 
 def bare_rate(task, batch, steps: int, warmup: int) -> float:
     """Samples/s of a plain loop: loss, backward, step, zero_grad."""
-    import torch
 
     opt = task.make_optimizer()  # the optimizer Lightning gets from configure_optimizers
     task.train()

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 import domainclip

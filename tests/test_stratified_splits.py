@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from domainclip.cards.manifest import Record
 from domainclip.cards.schema import SplitSpec

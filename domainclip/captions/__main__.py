@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from domainclip.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.errors import USER_ERRORS, one_line
 
 
 def _bank(args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from domainclip.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.errors import USER_ERRORS, one_line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,13 @@
 """Load and validate a data card: data only, paths confined to the card's root."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from domainclip.cards.schema import DataCard
 from domainclip.errors import CardError
+from domainclip.fileio import sha256_file
 from domainclip.paths import data_cards_dir
 from domainclip.safe_yaml import load_yaml_file
 
@@ -58,7 +58,7 @@ def _format_validation(file: Path, err: ValidationError) -> str:
 
 def card_digest(path: Path) -> str:
     """SHA-256 of the card file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def load_card(ref: str | Path) -> tuple[DataCard, Path]:

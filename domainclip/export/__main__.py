@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from domainclip.errors import USER_ERRORS, DomainClipError, one_line

@@ -27,15 +27,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from domainclip.distributed import computed_once
+from domainclip.fileio import sha256_file as file_sha256
 from domainclip.paths import cache_dir
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class HashCache:

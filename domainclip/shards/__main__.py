@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from domainclip.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.errors import USER_ERRORS, one_line
 
 USAGE = __doc__.strip()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from domainclip.errors import ConfigError
