@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def _rows(summary: dict) -> list[tuple[str, str, float, float, float]]:
     m = summary["metrics"]
     rows = []

@@ -14,22 +14,22 @@ from omegaconf import DictConfig, OmegaConf
 from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
 from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
-from domainclip.data.features import cache_key, cached_features
 from domainclip.data.card_checks import check_bands_to_rgb
+from domainclip.data.features import cache_key, cached_features
 from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
 from domainclip.distributed import launch_rank
-from domainclip.reliability.capsule import write_capsule
-from domainclip.reliability.guard import NonFiniteGuard
-from domainclip.reliability.run_lock import hold_run_dir
-from domainclip.run_checks import check_run_config, check_splits
+from domainclip.errors import DomainClipError, one_line
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
-from domainclip.errors import DomainClipError, one_line
 from domainclip.fileio import atomic_write_text
 from domainclip.paths import cache_dir
+from domainclip.reliability.capsule import write_capsule
+from domainclip.reliability.guard import NonFiniteGuard
+from domainclip.reliability.run_lock import hold_run_dir
 from domainclip.report import print_summary, write_report
+from domainclip.run_checks import check_run_config, check_splits
 from domainclip.task import ContrastiveTask
 from domainclip.transforms.pipeline import DomainOptions
 

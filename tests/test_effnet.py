@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from domainclip.towers.effnet_lite import Conv2dSame, LITE_MEAN, LITE_STD, load_efficientnet_lite0, packaged_weights_path
+from domainclip.towers.effnet_lite import (
+    LITE_MEAN,
+    LITE_STD,
+    Conv2dSame,
+    load_efficientnet_lite0,
+    packaged_weights_path,
+)
 from domainclip.transforms.pipeline import Preprocess, to_tensor
 
 

@@ -61,8 +61,7 @@ def test_fsdp_wraps_blocks_and_trains(make_cfg, tiny_clip_dir):
 
 def _nccl_worker(rank: int, init_file: str, out_dir: str):
     import torch.distributed as dist
-
-    from test_distributed import B, CASES, WORLD, loss_and_grads, make_data
+    from test_distributed import CASES, WORLD, B, loss_and_grads, make_data
 
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
@@ -80,8 +79,7 @@ def _nccl_worker(rank: int, init_file: str, out_dir: str):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_losses_all_gather_over_nccl(tmp_path):
     import torch.multiprocessing as mp
-
-    from test_distributed import B, CASES, WORLD, loss_and_grads, make_data
+    from test_distributed import CASES, WORLD, B, loss_and_grads, make_data
 
     mp.spawn(_nccl_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]

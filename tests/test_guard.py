@@ -9,10 +9,9 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_methods import CAPTIONS, CLASSES, POOLS, toy_batch
 
 from domainclip.reliability.guard import NonFiniteGuard
-
-from test_methods import CAPTIONS, CLASSES, POOLS, toy_batch
 
 POISONED_STEP, STEPS = 2, 5
 

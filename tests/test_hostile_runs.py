@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_hostile_cards import tile_collection
 
 from domainclip.errors import BundleError, CardError, ConfigError
 from domainclip.reliability.run_lock import hold_run_dir
 from domainclip.run import run, setup
 from domainclip.sample_log import read_sample_log
-
-from test_hostile_cards import tile_collection
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0"]
 

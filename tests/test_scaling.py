@@ -5,12 +5,11 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
+from test_methods import make_task, toy_batch
 
 from domainclip.data.sampler import EpochShardSampler, PaddedDataset
 from domainclip.errors import ConfigError
 from domainclip.grad_cache import grad_cache_backward
-
-from test_methods import make_task, toy_batch
 
 
 class Numbers(torch.utils.data.Dataset):

@@ -17,9 +17,8 @@ def prepare_captions(data, template_set: str | None = None, llm: dict | None = N
     if llm and llm.get("path"):
         settings = LLMSettings(**llm)
         cache_file = cache_dir() / "captions" / f"{data.card.name}.jsonl"
-        from domainclip.export.phi import identifying_values  # the same values the export audit uses
-
         from domainclip.distributed import computed_once
+        from domainclip.export.phi import identifying_values  # the same values the export audit uses
 
         with computed_once(cache_file):  # one process generates, the others then read the cache
             expansion = expand(data.card, data.digest, settings, cache_file, identifiers=tuple(identifying_values(data)))

@@ -10,7 +10,6 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, WeightedRando
 from domainclip.data.sampler import EpochShardSampler, PaddedDataset, seed_worker
 from domainclip.distributed import world
 
-
 PIN_MEMORY = torch.cuda.is_available()  # page-locked batches: asynchronous host-to-GPU copies
 
 

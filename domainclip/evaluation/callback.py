@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from domainclip.evaluation.metrics import classification_metrics
 from domainclip.evaluation.logits import task_logits
+from domainclip.evaluation.metrics import classification_metrics
 
 
 class PeriodicEvaluation(pl.Callback):

@@ -9,21 +9,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domainclip.data.expand import file_cells, needs_expansion
 from domainclip.errors import BundleError, DomainClipError, ReadError
+from domainclip.evaluation.aggregate import pool
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
+from domainclip.fileio import load_safetensors, sha256_file
 from domainclip.methods import build_method
 from domainclip.methods.base import PromptSet
-from domainclip.data.expand import file_cells, needs_expansion
-from domainclip.evaluation.aggregate import pool
 from domainclip.readers import read, read_record
-from domainclip.fileio import load_safetensors, sha256_file
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 from domainclip.transforms.spatial import min_side_for
-
 
 TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles cut beforehand
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")

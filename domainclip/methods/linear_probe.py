@@ -7,11 +7,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-
-from domainclip.fileio import load_safetensors as load_file
 from torch import nn
 
 from domainclip.errors import ConfigError
+from domainclip.fileio import load_safetensors as load_file
 from domainclip.methods.base import METHODS, Method, freeze
 
 PROBE_FILE = "linear_probe.safetensors"

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-
-from domainclip.fileio import load_safetensors as load_file
 from torch import nn
 
+from domainclip.fileio import load_safetensors as load_file
 from domainclip.methods.base import METHODS, Method, PromptSet, freeze
 
 PLACEHOLDER = "X"

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-
-from domainclip.fileio import load_safetensors as load_file
 from torch import nn
 
+from domainclip.fileio import load_safetensors as load_file
 from domainclip.methods.base import METHODS, Method, freeze
 
 VPT_FILE = "visual_prompts.safetensors"

@@ -95,7 +95,7 @@ class ReferenceZeroShot:
     @torch.inference_mode()
     def top1(self, tower) -> float:
         from domainclip.data import ImageDataset
-        from domainclip.methods.base import PromptSet, Method
+        from domainclip.methods.base import Method, PromptSet
         from domainclip.transforms.pipeline import DomainOptions
 
         card, recs = self.data.card, self.data.splits["test"]

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from torch import nn
 
+from domainclip.errors import ConfigError
 from domainclip.towers.base import TOWERS, Tower, files_digest, hub_options, weight_files
 from domainclip.towers.two_tower import _local_or_hub
 from domainclip.transforms.pipeline import Preprocess
-from domainclip.errors import ConfigError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

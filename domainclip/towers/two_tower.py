@@ -12,7 +12,13 @@ from torch import nn
 
 from domainclip.errors import ConfigError
 from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
-from domainclip.towers.effnet_lite import FEATURE_DIM, LITE_MEAN, LITE_STD, load_efficientnet_lite0, packaged_weights_path
+from domainclip.towers.effnet_lite import (
+    FEATURE_DIM,
+    LITE_MEAN,
+    LITE_STD,
+    load_efficientnet_lite0,
+    packaged_weights_path,
+)
 from domainclip.transforms.pipeline import Preprocess
 
 EFFNET = "effnet_lite0"
