@@ -25,7 +25,6 @@ class Preprocess:
     size: int = 224
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    channels: int = 3
 
 
 @dataclass(frozen=True)
