@@ -129,13 +129,19 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
     )
 
 
-def flags_section(summary: dict) -> str:
-    """Warnings (counted in metrics.json) and evaluation flags, for the report."""
+def warning_lines(summary: dict) -> list[str]:
+    """Run warnings, evaluation flags, metrics left undefined (with why) and a refused bundle."""
     lines = [*summary.get("warnings", []), *summary["metrics"].get("clinical", {}).get("flags", [])]
-    for split, m in summary["metrics"].get("zero_shot_after", {}).items():  # metrics left out, with why
+    for split, m in summary["metrics"].get("zero_shot_after", {}).items():
         lines += [f"{split}: {metric} not reported: {why}" for metric, why in m.get("undefined", {}).items()]
     if "export" in summary:
         lines.append(f"bundle refused: {summary['export']['refused']}")
+    return lines
+
+
+def flags_section(summary: dict) -> str:
+    """The report's Warnings section (the same lines the summary prints)."""
+    lines = warning_lines(summary)
     return "\n## Warnings\n\n" + "".join(f"- {line}\n" for line in lines) if lines else ""
 
 
@@ -152,11 +158,9 @@ def print_summary(summary: dict) -> None:
     skipped = summary.get("skipped", {}).get("count", 0)
     if skipped:
         print(f"skipped {skipped} unreadable file(s); see quarantine.jsonl")
-    for line in [*summary.get("warnings", []), *(clinical or {}).get("flags", [])]:
+    for line in warning_lines(summary):
         print(f"warning: {line}")
-    if "export" in summary:
-        print(f"bundle refused: {summary['export']['refused']}")
     if "total_s" in summary["timings"]:
-            print(f"total {summary['timings']['total_s']:.1f} s\n")
+        print(f"total {summary['timings']['total_s']:.1f} s\n")
 
 

@@ -58,6 +58,15 @@ class RunParts:
     cache_hits: dict
     timings: dict
     warnings: list[str] = field(default_factory=list)
+    identifiers: dict[str, str] | None = None  # identifying values in the data (read once: DICOM headers)
+
+    def identifying_values(self) -> dict[str, str]:
+        """The data's identifying values, for the audit before training and the export audit."""
+        if self.identifiers is None:
+            from domainclip.export.phi import identifying_values
+
+            self.identifiers = identifying_values(self.data)
+        return self.identifiers
 
 
 def plain(node) -> dict:
@@ -196,12 +205,11 @@ def setup(cfg: DictConfig) -> RunParts:
 def export_bundle(parts: RunParts, metrics: dict) -> Path:
     """PHI-audited bundle of the task's current weights into ``run_dir/bundle``."""
     from domainclip.export import write_bundle
-    from domainclip.export.phi import identifying_values
 
     cfg, data = parts.cfg, parts.data
     return write_bundle(parts.run_dir / "bundle", parts.task, bundle_metadata(parts, metrics), data.card,
                         data.path.read_text(), reproduce_config(cfg, parts.run_dir), parts.bank.texts,
-                        identifying_values(data), merge=bool(cfg.export.merge),
+                        parts.identifying_values(), merge=bool(cfg.export.merge),
                         onnx=bool(cfg.export.get("onnx", False)))
 
 
@@ -257,11 +265,11 @@ def run_once(cfg: DictConfig) -> Result:
 
 def audit_before_writing(parts: RunParts) -> None:
     """PHI audit of captions, class names, hyper-parameters and config before the first write."""
-    from domainclip.export.phi import audit_run_texts, identifying_values
+    from domainclip.export.phi import audit_run_texts
 
     texts = {"captions": parts.bank.texts, "classes": parts.data.class_names, "hparams": dict(parts.task.hparams),
              "config": OmegaConf.to_yaml(parts.cfg, resolve=True)}
-    audit_run_texts(texts, parts.data.card, identifying_values(parts.data))
+    audit_run_texts(texts, parts.data.card, parts.identifying_values())
 
 
 def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:

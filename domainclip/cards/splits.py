@@ -70,42 +70,61 @@ def stratified_cut(groups: list[str], counts: dict[str, np.ndarray], fractions: 
 def _repair_coverage(assignment: dict[str, str], counts: dict[str, np.ndarray], names: list[str],
                      holders: np.ndarray) -> None:
     """Move single groups into splits that lack a class, from splits holding two or more of its
-    groups, never emptying another class in the donor split."""
+    groups, never emptying another class in the donor split. Presence is kept as a tally of
+    groups per (split, class), updated on every move."""
     coverable = [k for k in np.argsort(holders, kind="stable") if holders[k] >= len(names)]
-
-    def holding(k: int, split: str) -> list[str]:
-        return [g for g, s in assignment.items() if s == split and counts[g][k] > 0]
-
-    def covered() -> set[tuple[int, str]]:
-        return {(k, s) for k in coverable for s in names if holding(k, s)}
-
+    if not coverable:
+        return
+    repair = _Coverage(assignment, counts, names, coverable)
     for _ in range(len(assignment)):
         moved = False
         for k in coverable:
             for split in names:
-                if not holding(k, split):
-                    moved |= _move_or_swap(assignment, k, split, holding, covered)
+                if not repair.tally[repair.index[split], k]:
+                    moved |= repair.move_or_swap(k, split)
         if not moved:
             return
 
 
-def _move_or_swap(assignment: dict[str, str], k: int, split: str, holding, covered) -> bool:
-    """Bring class ``k`` into ``split``: move one of its groups there from a split holding two or
-    more, or swap it with a group of ``split``, whichever first keeps every other class covered."""
-    before = covered()
-    donors = [g for d in dict.fromkeys(assignment.values()) if len(holding(k, d)) >= 2 for g in holding(k, d)]
-    for g in donors:
-        donor = assignment[g]
-        for h in [None, *[h for h, s in assignment.items() if s == split]]:
-            assignment[g] = split
-            if h is not None:
-                assignment[h] = donor
-            if covered() >= before | {(k, split)}:
-                return True
-            assignment[g] = donor
-            if h is not None:
-                assignment[h] = split
-    return False
+class _Coverage:
+    """Groups per (split, class), and the moves that bring a class into a split."""
+
+    def __init__(self, assignment: dict[str, str], counts: dict[str, np.ndarray], names: list[str],
+                 coverable: list[int]):
+        self.assignment, self.coverable = assignment, coverable
+        self.index = {s: i for i, s in enumerate(names)}
+        self.has = {g: counts[g] > 0 for g in assignment}
+        self.tally = np.zeros((len(names), len(next(iter(counts.values())))), np.int64)
+        for g, s in assignment.items():
+            self.tally[self.index[s]] += self.has[g]
+
+    def covered(self) -> np.ndarray:
+        return self.tally[:, self.coverable] > 0
+
+    def move(self, g: str, split: str) -> None:
+        self.tally[self.index[self.assignment[g]]] -= self.has[g]
+        self.tally[self.index[split]] += self.has[g]
+        self.assignment[g] = split
+
+    def move_or_swap(self, k: int, split: str) -> bool:
+        """Bring class ``k`` into ``split``: move one of its groups there from a split holding two or
+        more, or swap it with a group of ``split``, whichever first keeps every other class covered."""
+        need = self.covered()
+        need[self.index[split], self.coverable.index(k)] = True
+        donors = [g for d in dict.fromkeys(self.assignment.values()) if self.tally[self.index[d], k] >= 2
+                  for g, s in self.assignment.items() if s == d and self.has[g][k]]
+        for g in donors:
+            donor = self.assignment[g]
+            for h in [None, *[h for h, s in self.assignment.items() if s == split]]:
+                self.move(g, split)
+                if h is not None:
+                    self.move(h, donor)
+                if self.covered()[need].all():
+                    return True
+                if h is not None:
+                    self.move(h, split)
+                self.move(g, donor)
+        return False
 
 
 def assign_splits(records: list[Record], spec: SplitSpec, n_classes: int | None = None) -> dict[str, list[Record]]:

@@ -78,7 +78,6 @@ def empty_files(before: dict[str, list[Record]], after: dict[str, list[Record]],
              "error": f"{r.path}: no tile or chip passed the tissue / valid-pixel threshold (all background or nodata)"}
             for s, recs in before.items() for r in recs if (r.path, r.row) not in kept]
     if lost and on_error == "fail":
-
         names = ", ".join(q["path"] for q in lost[:5])
         raise UnreadableFilesError(f"{len(lost)} file(s) gave no tile or chip ({names}); lower min_tissue / "
                                    "min_valid, remove them, or set data.on_error=skip to quarantine them")

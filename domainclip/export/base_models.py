@@ -54,20 +54,27 @@ def _local(value) -> Path | None:
     return p.resolve() if p is not None and p.exists() else None
 
 
+def local_sources(cfg: dict) -> dict[str, Path]:
+    """The tower config's base-model sources that are paths on this machine (embedded names aside)."""
+    found = {}
+    for key in tower_class(cfg["name"]).source_keys:
+        value, local = _get(cfg, key), _local(_get(cfg, key))
+        if local is not None and str(value) not in EMBEDDED:
+            found[key] = local
+    return found
+
+
 def portable_config(cfg: dict) -> dict:
     """The tower config with each local base-model path replaced by its directory (or file) name."""
     out = json.loads(json.dumps(cfg))
-    for key in tower_class(cfg["name"]).source_keys:
-        local = _local(_get(out, key))
-        if local is not None and str(_get(out, key)) not in EMBEDDED:
-            _set(out, key, local.name)
+    for key, local in local_sources(cfg).items():
+        _set(out, key, local.name)
     return out
 
 
 def register_base(cfg: dict, digest: str) -> None:
     """Remember where this machine keeps the base weights of ``digest`` (local paths only)."""
-    sources = {k: str(_local(_get(cfg, k))) for k in tower_class(cfg["name"]).source_keys
-               if _local(_get(cfg, k)) is not None and str(_get(cfg, k)) not in EMBEDDED}
+    sources = {k: str(v) for k, v in local_sources(cfg).items()}
     if not sources:
         return
     path = registry_file()

@@ -28,9 +28,10 @@ TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles c
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
 
 
-def refuse_pickles(bundle: Path) -> None:
+def refuse_pickles(bundle: Path, files: set[str] | None = None) -> None:
     """A bundle holds safetensors and text only; any pickle-capable file is refused unopened."""
-    found = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    files = bundle_files(bundle) if files is None else files
+    found = sorted(name for name in files if PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES)
     if found:
         raise BundleError(f"{bundle}: refusing pickle-capable file(s) {found}; bundles carry safetensors only. "
                           "Delete them (they were not opened) or re-export the bundle")
@@ -71,9 +72,9 @@ def read_sums(bundle: Path) -> dict[str, str]:
     return listed
 
 
-def verify_sums(bundle: Path) -> None:
+def verify_sums(bundle: Path, files: set[str] | None = None) -> None:
     """Refuse a bundle whose files do not match SHA256SUMS (or that has unlisted files)."""
-    present = bundle_files(bundle) - {SUMS_FILE}
+    present = (bundle_files(bundle) if files is None else files) - {SUMS_FILE}
     listed = read_sums(bundle)
     extra = sorted(present - set(listed))
     if extra:
@@ -146,7 +147,7 @@ class Predictor:
     def _to_tensor(self, item, location: dict | None = None) -> torch.Tensor:
         if isinstance(item, (str, Path)):
             reader, options = self.reader, {**self.reader_options, **(location or {})}
-            if reader == "wsi" and Path(item).suffix.lower() in TILE_SUFFIXES:  # a tile cut beforehand
+            if self._pre_cut_tile(item):
                 reader, options = "tiles", {"mpp": self.reader_options.get("mpp")}
             elif location is None and needs_expansion(self.reader, self.reader_options):
                 raise ReadError(item, "input", f"the run cut such files into tiles or chips ({self.reader} reader)",
@@ -156,12 +157,16 @@ class Predictor:
             arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
         return model_input(arr, meta, self.domain, self.preprocess)
 
+    def _pre_cut_tile(self, item) -> bool:
+        """A PNG/JPEG given to a whole-slide bundle: a tile cut beforehand, read as a tile."""
+        return self.reader == "wsi" and Path(item).suffix.lower() in TILE_SUFFIXES
+
     def cells(self, item) -> list[dict] | None:
         """For a slide or a scene the run cut into tiles or chips: the read options of each (the
         run's tissue filter or valid-pixel threshold); ``None`` for anything read whole."""
         if not isinstance(item, (str, Path)) or not needs_expansion(self.reader, self.reader_options):
             return None
-        if self.reader == "wsi" and Path(item).suffix.lower() in TILE_SUFFIXES:
+        if self._pre_cut_tile(item):
             return None
         found = file_cells(self.reader, item, self.reader_options)
         if not found:
@@ -252,10 +257,10 @@ def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:
     recover_interrupted(bundle)
     if not (bundle / "metadata.json").is_file():
         raise BundleError(f"{bundle}: not a domainclip bundle (metadata.json missing)")
-    bundle_files(bundle)
-    refuse_pickles(bundle)
+    files = bundle_files(bundle)  # one walk: symlinks, pickles and checksums all check this listing
+    refuse_pickles(bundle, files)
     if verify:
-        verify_sums(bundle)
+        verify_sums(bundle, files)
     meta = read_metadata(bundle)
     tower = build_tower(resolve_base(bundle, meta["tower"], base, verify))
     if meta.get("input_adapter"):

@@ -77,18 +77,18 @@ def check_values(array: np.ndarray, meta: dict, path: Path) -> None:
     valid pixel left is refused."""
     if array.size == 0:
         raise ReadError(path, "shape", f"the image is empty (shape {array.shape})", "remove the file from the manifest")
-    finite = np.isfinite(array)
+    all_finite = bool(np.isfinite(array.min()) and np.isfinite(array.max()))  # NaN propagates; no mask
     valid = meta.get("valid")
     if valid is not None:
-        if not finite.all():
-            bad = ~finite.all(axis=0)
+        if not all_finite:
+            bad = ~np.isfinite(array).all(axis=0)
             array[:, bad] = 0.0
             meta["valid"] = valid = valid & ~bad
         if not valid.any():
             raise ReadError(path, "nodata", "every pixel is nodata",
                             "remove it from the manifest (chips with too little data are skipped by min_valid)")
-    elif not finite.all():
-        n = int(array.size - finite.sum())
+    elif not all_finite:
+        n = int(array.size - np.isfinite(array).sum())
         raise ReadError(path, "values", f"{n} of {array.size} pixel values are NaN or infinite",
                         "fix or remove the file; for DICOM check RescaleSlope, RescaleIntercept and the window tags")
 

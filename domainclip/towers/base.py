@@ -183,11 +183,9 @@ def tower_class(name: str) -> type[Tower]:
 
 def build_tower(cfg: dict) -> Tower:
     """Build the tower named by ``cfg['name']`` from its plain config."""
-    from domainclip import towers  # noqa: F401 - registers the built-in towers
-
     cfg = dict(cfg)
     checkpointing = bool(cfg.pop("activation_checkpointing", False))
-    tower = TOWERS.get(cfg.pop("name"))(**cfg)
+    tower = tower_class(cfg.pop("name"))(**cfg)
     if checkpointing:
         tower.enable_activation_checkpointing()
     return tower
