@@ -97,6 +97,8 @@ def write_figures(report_dir: Path, after_test, clinical: dict, class_names: lis
     cal = clinical["calibration"]
     figures.reliability(report_dir / "reliability.png", cal["reliability_before"], cal["reliability_after"],
                         clinical["temperature"])
+    if clinical.get("decision_curves"):
+        figures.decision_curves(report_dir / "decision_curves.png", clinical["decision_curves"])
     if "confusion_matrix" in clinical["image_level"]:
         figures.confusion(report_dir / "confusion.png", clinical["image_level"]["confusion_matrix"], class_names)
 
@@ -112,6 +114,7 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
     clinical = ""
     if "clinical" in m and data is not None:
         clinical = clinical_section(m["clinical"], m["before_vs_after"], data.class_names)
+        clinical += utility_section(m["clinical"]) + sites_section(m.get("sites"))
         if after_test is not None:
             write_figures(report_dir, after_test, m["clinical"], data.class_names)
     digest = f"Data card digest (sha256): `{data.digest}`\n\n" if data is not None else ""
@@ -129,9 +132,85 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
     )
 
 
+def _pm(d: dict, key: str) -> str:
+    v, ci = d.get(key), d.get(f"{key}_ci")
+    return "n/a" if v is None else f"{v:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def utility_section(clinical: dict) -> str:
+    """Calibration slope and intercept, decision curves and conformal prediction sets."""
+    out = ("\n### Calibration slope and intercept (logistic recalibration, one-vs-rest; ideal 1 and 0)\n\n"
+           "| class | slope [95% CI] | intercept [95% CI] |\n|---|---|---|")
+    for c, r in (clinical.get("recalibration") or {}).items():
+        out += f"\n| {c} | {_pm(r, 'slope')} | {_pm(r, 'intercept')} |" + (f" {r['note']}" if "note" in r else "")
+    if clinical.get("decision_curves"):
+        out += ("\n\n### Decision curves (net benefit; Vickers and Elkin 2006)\n\n![Decision curves](decision_curves.png)\n\n"
+                "| class | thresholds where the model beats treat-all and treat-none |\n|---|---|")
+        for c, d in clinical["decision_curves"]["classes"].items():
+            r = d["useful_range"]
+            out += f"\n| {c} | {f'{r[0]:.2f} to {r[1]:.2f}' if r else 'none'} |"
+    conformal = clinical.get("conformal")
+    if conformal:
+        cal = conformal["calibration"]
+        out += (f"\n\n### Conformal prediction sets (split conformal, alpha {conformal['alpha']}: coverage >= "
+                f"{1 - conformal['alpha']:.2f} guaranteed)\n\nCalibrated on {cal['split']}: {cal.get('n_used', '-')} of "
+                f"{cal.get('n_images', '-')} images, unit: {cal.get('unit', '-')}.{' ' + conformal['note'] if 'note' in conformal else ''}"
+                "\n\n| score | threshold | test coverage [95% CI] | mean set size | empty sets | coverage per class |\n|---|---|---|---|---|---|")
+        for m in ("lac", "aps"):
+            r = conformal[m]
+            per = ", ".join(f"{c}: {v:.2f}" for c, v in r["per_class"].items())
+            out += f"\n| {m.upper()} | {r['threshold']:.3f} | {_ci(r, 'coverage')} | {r['mean_set_size']:.2f} | {r['empty_sets']} | {per} |"
+    return out + "\n"
+
+
+def sites_section(sites: dict | None) -> str:
+    """Sites side by side and each external site's difference from the development test split."""
+    if not sites:
+        return ""
+    out = ("\n## Sites (the locked model: temperature, thresholds and conformal sets from the development site's val)\n\n"
+           "| site | n | top-1 | balanced accuracy | macro AUROC | conformal coverage (LAC) | mean set size |\n|---|---|---|---|---|---|---|")
+    for name, row in sites["sites"].items():
+        cover = row.get("conformal") or {}
+        out += (f"\n| {name} | {row['n']} | {_ci(row, 'top1')} | {_ci(row, 'balanced_accuracy')} | {_ci(row, 'macro_auroc')} "
+                f"| {_ci(cover, 'coverage') if cover else 'n/a'} | {cover.get('mean_set_size', float('nan')):.2f} |")
+    if sites.get("differences"):
+        out += "\n\nExternal minus development test (bootstrap resampling each site's groups independently):\n\n"
+        out += "| site | metric | difference | 95% CI | p (two-sided) |\n|---|---|---|---|---|"
+        for name, diffs in sites["differences"].items():
+            for k, d in diffs.items():
+                out += f"\n| {name} | {k} | {d['difference']:+.3f} | [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] | {d['p_value_two_sided']:.3f} |"
+    return out + "\n"
+
+
+def conformal_lines(clinical: dict) -> list[str]:
+    """One line per conformal score: test coverage with its CI and the mean set size."""
+    conformal = clinical.get("conformal") or {}
+    return [f"conformal sets ({m.upper()}, alpha {conformal['alpha']}): test coverage {_ci(conformal[m], 'coverage')}, "
+            f"mean set size {conformal[m]['mean_set_size']:.2f}" for m in ("lac", "aps") if m in conformal]
+
+
+def site_lines(sites: dict | None) -> list[str]:
+    """Each site's top-1 and macro AUROC with CIs and LAC coverage, then each difference."""
+    if not sites:
+        return []
+    lines = []
+    for name, row in sites["sites"].items():
+        cover = row.get("conformal")
+        lines.append(f"site {name}: n={row['n']}, top-1 {_ci(row, 'top1')}, macro AUROC {_ci(row, 'macro_auroc')}"
+                     + (f", conformal coverage {_ci(cover, 'coverage')}" if cover else ""))
+    for name, diffs in sites.get("differences", {}).items():
+        d = diffs["top1"]
+        lines.append(f"site {name} minus development test: top-1 {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
+    return lines
+
+
 def warning_lines(summary: dict) -> list[str]:
     """Run warnings, evaluation flags, metrics left undefined (with why) and a refused bundle."""
     lines = [*summary.get("warnings", []), *summary["metrics"].get("clinical", {}).get("flags", [])]
+    lines += [f"external site worse beyond its CI: {w}" for w in (summary["metrics"].get("sites") or {}).get("worse", [])]
+    conformal = summary["metrics"].get("clinical", {}).get("conformal") or {}
+    if "note" in conformal:
+        lines.append(f"conformal sets: {conformal['note']}")
     for split, m in summary["metrics"].get("zero_shot_after", {}).items():
         lines += [f"{split}: {metric} not reported: {why}" for metric, why in m.get("undefined", {}).items()]
     if "export" in summary:
@@ -155,6 +234,8 @@ def print_summary(summary: dict) -> None:
         print(f"test, after temperature scaling: macro AUROC {_ci(img, 'macro_auroc')}, balanced accuracy {_ci(img, 'balanced_accuracy')}, "
               f"ECE {clinical['calibration']['ece_before']:.3f} -> {clinical['calibration']['ece_after']:.3f} "
               f"(temperature {clinical['temperature']:.2f})")
+        for line in [*conformal_lines(clinical), *site_lines(summary["metrics"].get("sites"))]:
+            print(line)
     skipped = summary.get("skipped", {}).get("count", 0)
     if skipped:
         print(f"skipped {skipped} unreadable file(s); see quarantine.jsonl")

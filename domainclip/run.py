@@ -13,25 +13,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
-from domainclip.data import CardData, ImageDataset, SplitDataModule, load_card_data
+from domainclip.data import CardData, SplitDataModule, load_card_data
 from domainclip.data.card_checks import check_bands_to_rgb
-from domainclip.data.features import cache_key, cached_features
 from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
 from domainclip.distributed import launch_rank
 from domainclip.errors import DomainClipError, one_line
-from domainclip.evaluation import classification_metrics, task_logits
-from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
+from domainclip.evaluation import classification_metrics
+from domainclip.evaluation.clinical import EvalSettings, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.fileio import atomic_write_text
-from domainclip.paths import cache_dir
 from domainclip.reliability.capsule import write_capsule
 from domainclip.reliability.guard import NonFiniteGuard
 from domainclip.reliability.run_lock import hold_run_dir
 from domainclip.report import print_summary, write_report
 from domainclip.run_checks import check_run_config, check_splits
+from domainclip.run_data import build_datasets, eval_settings, input_adapter_spec, predictions, sample_meta
+from domainclip.sites import compare_sites, evaluate_sites, load_external_sites
 from domainclip.task import ContrastiveTask
-from domainclip.transforms.pipeline import DomainOptions
 
 
 @dataclass
@@ -59,6 +58,7 @@ class RunParts:
     timings: dict
     warnings: list[str] = field(default_factory=list)
     identifiers: dict[str, str] | None = None  # identifying values in the data (read once: DICOM headers)
+    external: dict = field(default_factory=dict)  # eval.external_cards: name -> sites.ExternalSite
 
     def identifying_values(self) -> dict[str, str]:
         """The data's identifying values, for the audit before training and the export audit."""
@@ -72,72 +72,6 @@ class RunParts:
 def plain(node) -> dict:
     """A resolved plain dict from an OmegaConf node."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-
-
-def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
-    """Per-split datasets; cached backbone features when the method keeps the image tower frozen."""
-    card = data.card
-    shards = cfg.data.get("source", "files") == "shards"
-    if shards:
-        from domainclip.shards.source import shard_cache_key, shard_datasets
-
-        images = shard_datasets(cfg, data, task.tower, pool_ids)
-    else:
-        domain = DomainOptions.from_dict(card.transforms)
-        images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
-                                  len(card.classes), card.task == "multi_label", pool_ids[s])
-                  for s, recs in data.splits.items()}
-    if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.tower.input_adapter is None):
-        return images, {}
-    if shards:  # features are computed over every sample once, in index order
-        images = shard_datasets(cfg, data, task.tower, pool_ids, ordered=True)
-    digest, out, hits = task.tower.weights_digest(), {}, {}
-    feat_dir = Path(cfg.data.feature_cache_dir) if cfg.data.feature_cache_dir else cache_dir() / "features"
-    for split, ds in images.items():
-        key = shard_cache_key(digest, ds) if shards else cache_key(digest, data.digest, ds)
-        out[split], hits[split] = cached_features(task.tower, ds, feat_dir, key, batch_size=cfg.eval.batch_size,
-                                                  num_workers=cfg.data.num_workers)
-    return out, hits
-
-
-def sample_meta(data: CardData) -> dict:
-    """Reader metadata of the first sample (units, bands) for preprocessing decisions."""
-    from domainclip.readers import read
-
-    first = next(r for recs in data.splits.values() for r in recs)
-    opts = {**data.card.reader.options, **first.extra.get("read_options", {})}
-    return read(first.path, reader=data.card.reader.name, **opts)[1]
-
-
-def input_adapter_spec(data: CardData) -> dict | None:
-    """A learnable band projection when the card asks for one: all bands in, RGB out."""
-    domain = DomainOptions.from_dict(data.card.transforms)
-    if not domain.band_projection:
-        return None
-    bands = sample_meta(data).get("bands") or []
-    pick = domain.bands_to_rgb or [0, 1, 2]
-    return {"in_channels": len(bands), "init": [b if isinstance(b, int) else bands.index(b) for b in pick]}
-
-
-def predictions(task: ContrastiveTask, dm: SplitDataModule, data: CardData, splits: list[str],
-                zero_shot: bool = False) -> dict[str, Predictions]:
-    """Per split: the method's logits (always the template zero-shot ensemble with ``zero_shot``),
-    targets, group ids and the card's subgroup columns."""
-    out = {}
-    for split in splits:
-        logits, targets = task_logits(task, dm._loader(split, shuffle=False), zero_shot)
-        recs = data.splits[split]
-        extra = [{c: r.extra.get(c) for c in data.card.subgroups} for r in recs]
-        out[split] = Predictions(logits, targets, [r.group for r in recs], extra)
-    return out
-
-
-def eval_settings(cfg: DictConfig, data: CardData) -> EvalSettings:
-    """Evaluation settings from ``cfg.eval`` plus the card's subgroup columns."""
-    e = cfg.eval
-    return EvalSettings(bootstrap=int(e.bootstrap), seed=int(e.seed), calibrate=bool(e.calibrate),
-                        operating_point=e.operating_point, target_sensitivity=float(e.target_sensitivity),
-                        aggregate=e.aggregate, topk=int(e.topk), subgroups=[*data.card.subgroups, *e.subgroups])
 
 
 def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings) -> dict:
@@ -198,8 +132,10 @@ def setup(cfg: DictConfig) -> RunParts:
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))
+    external = load_external_sites(cfg, data, task)
     timings["features_s"] = time.perf_counter() - t
-    return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings, warnings)
+    return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings, warnings,
+                    external=external)
 
 
 def export_bundle(parts: RunParts, metrics: dict) -> Path:
@@ -316,9 +252,14 @@ def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None =
     cfg, task, dm, data = parts.cfg, parts.task, parts.dm, parts.data
     splits = list(cfg.eval.splits)
     after = predictions(task, dm, data, splits)
-    metrics = summarise(before, after, data, eval_settings(cfg, data))
+    settings = eval_settings(cfg, data)
+    metrics = summarise(before, after, data, settings)
+    if parts.external and "clinical" in metrics:
+        external = evaluate_sites(task, parts.external, metrics["clinical"], settings)
+        metrics["external"] = {name: report for name, (_, report) in external.items()}
+        metrics["sites"] = compare_sites(data.card.name, after["test"], metrics["clinical"], external, settings)
     if "test" in splits:
-        metrics["retrieval"] = {"test": task_retrieval(task, dm._loader("test", shuffle=False))}
+        metrics["retrieval"] = {"test": task_retrieval(task, dm.eval_loader("test"))}
     if method_report:
         metrics["method"] = method_report
     summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
@@ -359,6 +300,16 @@ def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
         "temperature": metrics.get("clinical", {}).get("temperature", 1.0),
         "thresholds": metrics.get("clinical", {}).get("thresholds", {}),
         "subgroups": metrics.get("clinical", {}).get("subgroups", {}),
+        "conformal": bundle_conformal(metrics.get("clinical", {}).get("conformal")),
         "eval_settings": plain(cfg.eval),
         "reproduce": "python -m domainclip --config-dir BUNDLE_DIR --config-name reproduce",
     }
+
+
+def bundle_conformal(conformal: dict | None) -> dict | None:
+    """What ``predict_sets`` needs: alpha, and per score the threshold and the validation scores."""
+    if not conformal:
+        return None
+    return {"alpha": conformal["alpha"], "probabilities": "softmax of the method's logits, before temperature scaling",
+            "calibration": conformal["calibration"],
+            **{m: {"threshold": conformal[m]["threshold"], "scores": conformal[m]["scores"]} for m in ("lac", "aps")}}

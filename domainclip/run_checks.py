@@ -33,6 +33,10 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "eval.aggregate": (lambda v: v in ("mean", "topk"), "mean or topk"),
     "eval.topk": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "eval.splits": (lambda v: isinstance(v, list) and set(v) <= set(EVAL_SPLITS), f"a list from {list(EVAL_SPLITS)}"),
+    "eval.conformal_alpha": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+                             "a number in (0, 1), e.g. 0.1 for 90% coverage"),
+    "eval.external_cards": (lambda v: v is None or (isinstance(v, list) and all(isinstance(c, str) and c for c in v)),
+                            "a list of data card names or paths, e.g. [demo_radiology_site_b], or []"),
     "seed": (_is_int, "an integer"),
 }
 

@@ -139,6 +139,8 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     ("trainer.max_epochs=abc", ("trainer.max_epochs='abc'", "integer")),
     ("data.batch_size=-1", ("data.batch_size=-1", ">= 1")),
     ("eval.splits=[val,tset]", ("eval.splits", "val")),
+    ("eval.conformal_alpha=1.5", ("eval.conformal_alpha=1.5", "(0, 1)")),
+    ("eval.external_cards=demo_satellite", ("eval.external_cards='demo_satellite'", "a list of data card")),
 ])
 def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles):
     run_dir = tmp_path / "run"
@@ -162,6 +164,13 @@ def test_class_missing_from_test_is_refused_before_training(tmp_path, make_cfg):
     card.write_text(yaml.safe_dump(spec))
     cfg = make_cfg("recipe=pathology", f"data.card={card}", "tower.image.size=32", *FAST)
     with pytest.raises(CardError, match=r"test: \['tumour'\]"):
+        run(cfg)
+    assert not (Path(cfg.run_dir) / "checkpoints").exists()
+
+
+def test_external_card_with_other_classes_is_refused_before_training(make_cfg):
+    cfg = make_cfg("recipe=pathology", "eval.external_cards=[demo_satellite]", *FAST)
+    with pytest.raises(CardError, match="demo_satellite.yaml: eval.external_cards needs the same task and classes"):
         run(cfg)
     assert not (Path(cfg.run_dir) / "checkpoints").exists()
 

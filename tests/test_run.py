@@ -138,3 +138,50 @@ def test_bundle_reproduce_config_reruns_the_job(pathology_run, tmp_path):
     rerun = json.loads((tmp_path / "metrics.json").read_text())
     assert rerun["card"] == "demo_pathology" and (tmp_path / "bundle" / "metadata.json").is_file()
     assert "run_dir" in (tmp_path / "config.yaml").read_text() and str(tmp_path) in (tmp_path / "config.yaml").read_text()
+
+
+def test_main_job_evaluates_site_b_with_the_locked_model(pathology_run, tmp_path):
+    """The recipe's external card is scored by the locked model; the standalone evaluator, given the
+    bundle and the same card, reproduces the run's numbers (nothing refitted in either)."""
+    from domainclip.evaluate import evaluate_bundle
+
+    m = pathology_run.metrics
+    sites = m["sites"]
+    assert list(sites["sites"]) == ["demo_pathology", "demo_pathology_site_b"]
+    external = m["external"]["demo_pathology_site_b"]
+    assert external["temperature"] == m["clinical"]["temperature"] and external["thresholds"] == m["clinical"]["thresholds"]
+    assert external["conformal"]["lac"]["threshold"] == m["clinical"]["conformal"]["lac"]["threshold"]
+    diff = sites["differences"]["demo_pathology_site_b"]["top1"]
+    assert diff["ci"][0] <= diff["difference"] <= diff["ci"][1]
+    assert diff["difference"] == pytest.approx(sites["sites"]["demo_pathology_site_b"]["top1"] - sites["sites"]["demo_pathology"]["top1"])
+    standalone = evaluate_bundle(pathology_run.bundle_dir, "demo_pathology_site_b", split="all")
+    assert standalone["clinical"]["image_level"]["top1"] == pytest.approx(external["image_level"]["top1"], abs=1e-9)
+
+
+def test_bundle_prediction_sets_reproduce_run_coverage(pathology_run):
+    predictor = domainclip.load_bundle(pathology_run.bundle_dir)
+    conformal = pathology_run.metrics["clinical"]["conformal"]
+    test = load_card_data("demo_pathology").splits["test"]
+    paths, names = [r.path for r in test], predictor.classes
+    sets = predictor.predict_sets(paths)
+    covered = [names[r.label] in s for r, s in zip(test, sets)]
+    assert sum(covered) / len(covered) == pytest.approx(conformal["lac"]["coverage"], abs=1e-9)
+    assert sum(map(len, sets)) / len(sets) == pytest.approx(conformal["lac"]["mean_set_size"], abs=1e-9)
+    aps = predictor.predict_sets(paths, score="aps")
+    assert sum(names[r.label] in s for r, s in zip(test, aps)) / len(test) == pytest.approx(conformal["aps"]["coverage"])
+    loose = predictor.predict_sets(paths, alpha=0.5)
+    assert all(set(a) <= set(b) for a, b in zip(loose, sets)) and sum(map(len, loose)) < sum(map(len, sets))
+    with pytest.raises(ValueError, match="alpha"):
+        predictor.predict_sets(paths[:1], alpha=1.5)
+
+
+def test_report_and_model_card_show_utility_sites_and_sets(pathology_run):
+    d = pathology_run.run_dir
+    summary = (d / "report" / "summary.md").read_text()
+    for text in ("Decision curves", "Calibration slope", "Conformal prediction sets", "## Sites", "demo_pathology_site_b"):
+        assert text in summary, text
+    assert (d / "report" / "decision_curves.png").stat().st_size > 10_000
+    card = (d / "bundle" / "MODEL_CARD.md").read_text()
+    assert "demo_pathology_site_b" in card and "Conformal sets (LAC" in card and "Calibration slope" in card
+    recal = pathology_run.metrics["clinical"]["recalibration"]
+    assert any(r["slope"] is not None for r in recal.values())

@@ -40,6 +40,10 @@ class SplitDataModule(pl.LightningDataModule):
         self.datasets, self.batch_size, self.num_workers, self.seed = datasets, batch_size, num_workers, seed
         self.balanced = balanced
 
+    def eval_loader(self, split: str) -> DataLoader:
+        """The split in its stored order, for prediction and evaluation."""
+        return self._loader(split, shuffle=False)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if isinstance(self.datasets[split], IterableDataset):  # shard streams order and split themselves
             workers = self.num_workers if split == "train" else 0

@@ -11,6 +11,7 @@ from domainclip.registry import Registry
 DEMOS: Registry = Registry("demo dataset")
 for _name, _module in (("pathology", pathology), ("radiology", radiology), ("satellite", satellite)):
     DEMOS.register(_name)(_module.generate)
+    DEMOS.register(f"{_name}_site_b")(_module.generate_site_b)
 
 
 def demo_root(name: str, seed: int = 0, root: Path | None = None) -> Path:

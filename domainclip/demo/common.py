@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-DEMO_VERSION = 3
+DEMO_VERSION = 4
 MARKER = ".domainclip-demo.json"
 
 
@@ -39,6 +41,13 @@ def write_readme(root: Path, title: str, body: str) -> None:
     )
 
 
+def generator_digest(generate: Callable) -> str:
+    """SHA-256 of the generator's module and this one: a changed generator regenerates its demo."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(Path(inspect.getfile(generate)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def ensure_generated(root: Path, name: str, seed: int, generate: Callable[[Path, int], None]) -> Path:
     """Generate the demo into ``root`` unless a complete copy of this version and seed is there."""
     from domainclip.distributed import computed_once
@@ -49,7 +58,7 @@ def ensure_generated(root: Path, name: str, seed: int, generate: Callable[[Path,
 
 def _generate_unless_present(root: Path, name: str, seed: int, generate: Callable[[Path, int], None]) -> Path:
     marker = root / MARKER
-    want = {"name": name, "version": DEMO_VERSION, "seed": seed}
+    want = {"name": name, "version": DEMO_VERSION, "seed": seed, "code": generator_digest(generate)}
     if marker.is_file() and json.loads(marker.read_text()) == want:
         return root
     if root.exists():

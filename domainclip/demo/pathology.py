@@ -1,4 +1,10 @@
-"""Synthetic H&E-like tiles in four classes with different morphology (PNG)."""
+"""Synthetic H&E-like tiles in four classes (PNG), at two sites.
+
+Like real tile collections, a tile is labelled by its dominant tissue but often contains a second
+one (the labelled tissue covers 50-100% of it), stain intensity varies per slide, and about 6% of
+labels disagree with the pixels (inter-observer disagreement). Site B is another lab and scanner:
+bluer haematoxylin, paler eosin, a softer optical blur and more sensor noise.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +17,6 @@ from domainclip.demo.common import disks, write_manifest, write_readme
 
 CLASSES = ("tumour", "stroma", "adipose", "lymphocytes")
 TILE = 128
-SLIDES = 16
-TILES_PER_CLASS_PER_SLIDE = 5
 EOSIN = np.array([236, 170, 205], np.float32)
 HEMATOXYLIN = np.array([70, 40, 130], np.float32)
 WHITE = np.array([248, 244, 246], np.float32)
@@ -69,18 +73,53 @@ def render_tile(label: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def generate(root: Path, seed: int) -> None:
-    """Write tiles under ``root/tiles/`` plus ``manifest.csv`` (path, label, slide_id)."""
-    rng = np.random.default_rng(seed)
+SITES = {  # per site: slides, tiles per class per slide, stain (RGB gain), blur sigma, noise sd
+    "A": {"slides": 40, "tiles": 2, "stain": (1.0, 1.0, 1.0), "blur": 0.0, "noise": 5.0},
+    "B": {"slides": 16, "tiles": 2, "stain": (0.80, 0.86, 1.08), "blur": 1.2, "noise": 10.0},
+}
+DOMINANT = (0.5, 1.0)  # share of the tile covered by the labelled tissue
+DISAGREEMENT = 0.06  # share of tiles whose label names another tissue
+
+
+def region(rng, share: float) -> np.ndarray:
+    """A smooth random region covering ``share`` of the tile (float mask with soft edges)."""
+    field = ndimage.gaussian_filter(rng.normal(0, 1, (TILE, TILE)), 12)
+    cut = np.quantile(field, 1 - share)
+    return np.clip((field - cut) / (field.std() * 0.15 + 1e-6) + 0.5, 0.0, 1.0)
+
+
+def mixed_tile(label: str, rng, site: dict, slide_gain: np.ndarray) -> np.ndarray:
+    """A tile dominated by ``label`` with another tissue in the rest, stained and scanned at ``site``."""
+    other = CLASSES[(CLASSES.index(label) + rng.integers(1, len(CLASSES))) % len(CLASSES)]
+    share = rng.uniform(*DOMINANT)
+    mask = region(rng, share)[..., None]
+    img = DRAW[label](rng) * mask + DRAW[other](rng) * (1 - mask)
+    img = img * slide_gain * np.asarray(site["stain"]) * rng.uniform(0.95, 1.05, size=3)
+    if site["blur"]:
+        img = ndimage.gaussian_filter(img, (site["blur"], site["blur"], 0))
+    return np.clip(img + rng.normal(0, site["noise"], img.shape), 0, 255).astype(np.uint8)
+
+
+def generate(root: Path, seed: int, site: str = "A") -> None:
+    """Write tiles under ``root/tiles/`` plus ``manifest.csv`` (path, label, slide_id, scanner)."""
+    spec = SITES[site]
+    rng = np.random.default_rng(seed + (0 if site == "A" else 1000))
     (root / "tiles").mkdir(parents=True)
     rows = []
-    for s in range(SLIDES):
-        slide = f"DEMO-SLIDE-{s:02d}"
-        for label in CLASSES:
-            for t in range(TILES_PER_CLASS_PER_SLIDE):
-                rel = f"tiles/{slide}_{label}_{t}.png"
-                Image.fromarray(render_tile(label, rng)).save(root / rel)
-                rows.append({"path": rel, "label": label, "slide_id": slide, "site": f"SITE-{'AB'[s % 2]}"})
+    for s in range(spec["slides"]):
+        slide = f"DEMO-{site}-SLIDE-{s:02d}"
+        slide_gain = rng.uniform(0.88, 1.08, size=3)
+        for truth in CLASSES:
+            for t in range(spec["tiles"]):
+                rel = f"tiles/{slide}_{truth}_{t}.png"
+                Image.fromarray(mixed_tile(truth, rng, spec, slide_gain)).save(root / rel)
+                label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
+                rows.append({"path": rel, "label": label, "slide_id": slide, "scanner": f"{site}-SCANNER-{s % 2 + 1}"})
     write_manifest(root, rows)
-    write_readme(root, "Demo H&E tiles", f"{len(rows)} PNG tiles ({TILE} px) in classes {', '.join(CLASSES)}, "
-                 f"{SLIDES} synthetic slides; split at slide level.")
+    write_readme(root, f"Demo H&E tiles, site {site}", f"{len(rows)} PNG tiles ({TILE} px) in classes "
+                 f"{', '.join(CLASSES)}, {spec['slides']} synthetic slides; split at slide level. {__doc__}")
+
+
+def generate_site_b(root: Path, seed: int) -> None:
+    """Site B of the pathology demo (another lab's stain and scanner)."""
+    generate(root, seed, site="B")

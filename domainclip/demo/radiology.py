@@ -1,4 +1,10 @@
-"""Synthetic CT slices written as real DICOM files (HU via RescaleSlope/Intercept)."""
+"""Synthetic CT slices written as real DICOM files (HU via RescaleSlope/Intercept), at two sites.
+
+Findings vary as in real studies: nodules from 3 to 8 mm across and from faint ground-glass to
+solid, consolidation from a small patch to a lobe, effusions from a thin rim to a layer; about 6%
+of labels disagree with the pixels (reader disagreement). Site B is another vendor: a sharper
+reconstruction kernel, more noise and a small HU calibration offset.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +16,7 @@ from domainclip.demo.common import disks, write_manifest, write_readme
 
 CLASSES = ("normal", "nodule", "consolidation", "effusion")
 SIZE = 128
-PATIENTS = 24
-SLICES = 10
+SLICES = 5
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
@@ -27,7 +32,7 @@ def _anatomy(rng) -> tuple[np.ndarray, list[np.ndarray]]:
     return body, lungs
 
 
-def _slice_hu(rng, body, lungs, label: str) -> np.ndarray:
+def _slice_hu(rng, body, lungs, label: str, site: dict) -> np.ndarray:
     hu = np.full((SIZE, SIZE), -1000.0, np.float32)
     hu[_ellipse(*body)] = 40.0
     masks = [_ellipse(*lung) for lung in lungs]
@@ -40,15 +45,25 @@ def _slice_hu(rng, body, lungs, label: str) -> np.ndarray:
     cy, cx, ry, rx = lungs[side]
     if label == "nodule":
         c = np.array([[cy + rng.uniform(-0.4, 0.4) * ry, cx + rng.uniform(-0.4, 0.4) * rx]])
-        hu = np.where(masks[side], np.maximum(hu, -850 + disks((SIZE, SIZE), c, [rng.uniform(5, 8)]) * 880), hu)
+        lesion = disks((SIZE, SIZE), c, [rng.uniform(2.5, 6.0)]) * rng.uniform(400, 880)
+        hu = np.where(masks[side], np.maximum(hu, -850 + lesion), hu)
     elif label == "consolidation":
-        patch = ndimage.gaussian_filter(rng.normal(0, 1, (SIZE, SIZE)), 6) > 0.02
-        region = masks[side] & patch & _ellipse(cy + ry * 0.3, cx, ry * 0.8, rx)
-        hu[region] = rng.uniform(-100, 20)
+        patch = ndimage.gaussian_filter(rng.normal(0, 1, (SIZE, SIZE)), 6) > rng.uniform(0.0, 0.08)
+        region = masks[side] & patch & _ellipse(cy + ry * 0.3, cx, ry * rng.uniform(0.45, 0.8), rx * rng.uniform(0.6, 1))
+        hu[region] = rng.uniform(-300, 20)
     elif label == "effusion":
         yy = np.mgrid[:SIZE, :SIZE][0]
-        hu[masks[side] & (yy > cy + ry * rng.uniform(0.1, 0.35))] = 10.0
-    return hu + rng.normal(0, 15, hu.shape).astype(np.float32)
+        hu[masks[side] & (yy > cy + ry * rng.uniform(0.25, 0.65))] = rng.uniform(0, 25)
+    if site["sharpen"]:
+        hu = hu + site["sharpen"] * (hu - ndimage.gaussian_filter(hu, 1.0))
+    return hu + site["offset"] + rng.normal(0, site["noise"], hu.shape).astype(np.float32)
+
+
+SITES = {  # per site: patients, noise sd (HU), kernel sharpening gain, HU calibration offset
+    "A": {"patients": 48, "noise": 15.0, "sharpen": 0.0, "offset": 0.0},
+    "B": {"patients": 24, "noise": 60.0, "sharpen": 2.5, "offset": 80.0},
+}
+DISAGREEMENT = 0.06
 
 
 def _write_dicom(path: Path, hu: np.ndarray, patient: str, study_uid: str, series_uid: str, z: int, rng) -> None:
@@ -76,22 +91,31 @@ def _write_dicom(path: Path, hu: np.ndarray, patient: str, study_uid: str, serie
     ds.save_as(path, enforce_file_format=True)
 
 
-def generate(root: Path, seed: int) -> None:
+def generate(root: Path, seed: int, site: str = "A") -> None:
     """Write ``dicom/<patient>/<slice>.dcm`` plus ``manifest.csv`` (path, label, patient_id)."""
     from pydicom.uid import generate_uid
 
-    rng = np.random.default_rng(seed)
+    spec = SITES[site]
+    rng = np.random.default_rng(seed + (0 if site == "A" else 1000))
     rows = []
-    for p in range(PATIENTS):
-        patient = f"DEMO{p:03d}"
+    for p in range(spec["patients"]):
+        patient = f"DEMO{p:03d}" if site == "A" else f"DEMO{site}{p:03d}"
         (root / "dicom" / patient).mkdir(parents=True)
         study, series = generate_uid(entropy_srcs=[patient, "study"]), generate_uid(entropy_srcs=[patient, "series"])
         body, lungs = _anatomy(rng)
         for z in range(SLICES):
-            label = CLASSES[(z + p) % len(CLASSES)]
+            truth = CLASSES[(z + p) % len(CLASSES)]
             rel = f"dicom/{patient}/{z:03d}.dcm"
-            _write_dicom(root / rel, _slice_hu(rng, body, lungs, label), patient, study, series, z, rng)
-            rows.append({"path": rel, "label": label, "patient_id": patient, "scanner": ("VENDOR-X", "VENDOR-Y")[p % 2]})
+            _write_dicom(root / rel, _slice_hu(rng, body, lungs, truth, spec), patient, study, series, z, rng)
+            label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
+            scanner = ("VENDOR-X", "VENDOR-Y")[p % 2] if site == "A" else "VENDOR-Z"
+            rows.append({"path": rel, "label": label, "patient_id": patient, "scanner": scanner})
     write_manifest(root, rows)
-    write_readme(root, "Demo chest CT", f"{len(rows)} single-slice CT DICOM files ({SIZE} px, HU = stored - 1024) "
-                 f"for {PATIENTS} synthetic patients, classes {', '.join(CLASSES)}; split at patient level.")
+    write_readme(root, f"Demo chest CT, site {site}", f"{len(rows)} single-slice CT DICOM files ({SIZE} px, HU = "
+                 f"stored - 1024) for {spec['patients']} synthetic patients, classes {', '.join(CLASSES)}; split at "
+                 f"patient level. {__doc__}")
+
+
+def generate_site_b(root: Path, seed: int) -> None:
+    """Site B of the CT demo (another vendor's kernel, noise and calibration)."""
+    generate(root, seed, site="B")

@@ -53,3 +53,22 @@ def paired_bootstrap(metric_a: Callable[[np.ndarray], float], metric_b: Callable
     return {"difference": difference,
             "ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))],
             "p_value_two_sided": float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))}
+
+
+def independent_bootstrap(metric_a: Callable[[np.ndarray], float], groups_a: list[str],
+                          metric_b: Callable[[np.ndarray], float], groups_b: list[str], n_resamples: int = 1000,
+                          seed: int = 0, level: float = 0.95) -> dict:
+    """CI of ``b - a`` between two independent samples (two sites): each resample draws the groups
+    of each site independently, with replacement."""
+    diffs = []
+    for ia, ib in zip(_resamples(groups_a, n_resamples, seed), _resamples(groups_b, n_resamples, seed + 1)):
+        a, b = metric_a(ia), metric_b(ib)
+        if a == a and b == b:
+            diffs.append(b - a)
+    difference = float(metric_b(np.arange(len(groups_b))) - metric_a(np.arange(len(groups_a))))
+    if not diffs:
+        return {"difference": difference, "ci": [float("nan"), float("nan")], "p_value_two_sided": float("nan")}
+    diffs, alpha = np.asarray(diffs), (1 - level) / 2
+    return {"difference": difference,
+            "ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))],
+            "p_value_two_sided": float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))}

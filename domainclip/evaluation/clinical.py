@@ -24,6 +24,8 @@ from domainclip.evaluation.calibration import (
     fit_temperature,
     reliability_bins,
 )
+from domainclip.evaluation.conformal import conformal_evaluation, locked_conformal
+from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.metrics import classification_metrics
 from domainclip.evaluation.operating import lock_thresholds, operating_metrics
 from domainclip.evaluation.scores import HEADLINE
@@ -51,6 +53,7 @@ class EvalSettings:
     aggregate: str = "mean"
     topk: int = 5
     subgroups: list[str] = field(default_factory=list)
+    conformal_alpha: float = 0.1
 
 
 def lock_on_validation(val: Predictions, class_names: list[str], s: EvalSettings) -> tuple[float, dict]:
@@ -98,9 +101,9 @@ def subgroup_metrics(probs, test: Predictions, s: EvalSettings) -> dict:
 
 
 def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], s: EvalSettings,
-                   locked: tuple[float, dict] | None = None) -> dict:
-    """Full report for one model. ``locked`` (temperature, thresholds) skips refitting, as when a
-    bundle is evaluated on another site's data."""
+                   locked: tuple[float, dict] | None = None, locked_sets: dict | None = None) -> dict:
+    """Full report for one model. ``locked`` (temperature, thresholds) and ``locked_sets`` (the
+    conformal thresholds) skip refitting, as when the model is evaluated on another site's data."""
     temperature, thresholds = locked or lock_on_validation(val, class_names, s)
     raw = test.logits.softmax(-1)
     probs = (test.logits / temperature).softmax(-1)
@@ -114,6 +117,9 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
                         "reliability_after": reliability_bins(probs, test.targets)},
         "operating_points": operating_metrics(probs, test.targets, thresholds),
         "subgroups": subgroup_metrics(probs, test, s),
+        "decision_curves": decision_curves(probs.numpy().astype(float), test.targets.numpy(), class_names),
+        "recalibration": recalibration(probs.numpy().astype(float), test.targets.numpy(), class_names),
+        "conformal": conformal_sets(val, test, raw, class_names, s, locked_sets),
     }
     report["flags"] = evaluation_flags(val, temperature, report["calibration"], class_names, locked is not None)
     grouped = aggregate_groups(probs, test.targets, test.groups, s.aggregate, s.topk)
@@ -123,6 +129,22 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
         gp, gy, ids = grouped
         report["group_level"] = {"n": len(ids), "aggregate": s.aggregate, **with_cis(gp, gy, ids, s)}
     return report
+
+
+def conformal_sets(val: Predictions | None, test: Predictions, raw_test: torch.Tensor, class_names: list[str],
+                   s: EvalSettings, locked_sets: dict | None) -> dict | None:
+    """Conformal prediction sets on test, calibrated on val (or with ``locked_sets``). Scores use
+    the model's own softmax, before temperature scaling: the temperature is fitted on the same
+    validation split, and a score function fitted on the calibration data would void the guarantee."""
+    y = test.targets.numpy()
+    if locked_sets is not None:
+        return locked_conformal(raw_test.numpy().astype(float), y, test.groups, class_names, locked_sets,
+                                s.bootstrap, s.seed)
+    if val is None:
+        return None
+    return conformal_evaluation(val.logits.softmax(-1).numpy().astype(float), val.targets.numpy(), val.groups,
+                                raw_test.numpy().astype(float), y, test.groups, class_names, s.conformal_alpha,
+                                s.bootstrap, s.seed)
 
 
 def compare(before: Predictions, after: Predictions, s: EvalSettings) -> dict:

@@ -65,3 +65,22 @@ def confusion(path: Path, matrix: list[list[int]], class_names: list[str]) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def decision_curves(path: Path, curves: dict) -> None:
+    """Net benefit against threshold probability, one panel per class, with treat-all and treat-none."""
+    classes = curves["classes"]
+    t = np.asarray(curves["thresholds"])
+    fig, axes = plt.subplots(1, len(classes), figsize=(3.6 * len(classes), 3.4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], classes.items()):
+        model, everyone = np.asarray(c["model"]), np.asarray(c["treat_all"])
+        ax.plot(t, model, label="model")
+        ax.plot(t, everyone, "--", color="grey", label="treat all")
+        ax.axhline(0.0, color="black", lw=0.8, label="treat none")
+        top = max(float(model.max()), float(everyone.max()), 0.01)
+        ax.set(title=name, xlabel="threshold probability", ylim=(-0.05 * top - 0.01, top * 1.1), xlim=(0, 1))
+    axes[0][0].set_ylabel("net benefit")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -9,6 +9,7 @@ from torchmetrics.functional.classification import multilabel_auroc, multilabel_
 
 from domainclip.evaluation.bootstrap import group_bootstrap_ci, paired_bootstrap
 from domainclip.evaluation.calibration import reliability_bins
+from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.operating import at_threshold, lock_threshold
 from domainclip.evaluation.scores import binary_auroc
 
@@ -98,6 +99,9 @@ def evaluate_multilabel(val, test, class_names: list[str], s, locked: tuple | No
         "operating_points": {c: at_threshold(p[:, i], y[:, i], thresholds[c]) for i, c in enumerate(class_names)},
         "subgroups": {},
         "group_level": {"note": "group aggregation is reported for single-label cards"},
+        "decision_curves": decision_curves(p, y, class_names),
+        "recalibration": recalibration(p, y, class_names),
+        "conformal": None,  # split-conformal sets are reported for single-label cards
     }
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from domainclip.data.expand import file_cells, needs_expansion
 from domainclip.errors import BundleError, DomainClipError, ReadError
 from domainclip.evaluation.aggregate import pool
+from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
@@ -228,6 +229,36 @@ class Predictor:
             for i, p in zip(idx, self.probabilities(self.raw_logits([images[j] for j in idx]))):
                 rows[i] = p
         return torch.stack(rows)
+
+    @torch.inference_mode()
+    def predict_sets(self, images, alpha: float | None = None, score: str = "lac", batch_size: int = 64) -> list[list[str]]:
+        """Split-conformal prediction sets, one list of class names per input: each holds the true
+        class with probability at least ``1 - alpha`` for images exchangeable with the run's
+        validation groups. ``alpha=None`` uses the run's ``eval.conformal_alpha``; another alpha is
+        recalibrated from the stored validation scores. ``score``: ``lac`` (smallest sets) or ``aps``
+        (adaptive). Sets are calibrated per image (tile, chip): pass those, not whole slides or scenes."""
+        stored = self.meta.get("conformal")
+        if not stored:
+            raise BundleError(f"{self.bundle}: metadata.json has no conformal calibration; export from a "
+                              "single-label run that evaluates the val split")
+        if score not in SCORES:
+            raise ValueError(f"score='{score}' is not one of {list(SCORES)}")
+        if alpha is not None and not 0 < alpha < 1:
+            raise ValueError(f"alpha={alpha} must lie in (0, 1), e.g. 0.1 for 90% coverage")
+        same = alpha is None or alpha == stored["alpha"]
+        threshold = stored[score]["threshold"] if same else threshold_for(stored[score]["scores"], alpha)
+        if isinstance(images, torch.Tensor):
+            probs = self.raw_logits(images).softmax(-1)
+        else:
+            images = list(images)
+            for item in images:
+                if self.cells(item) is not None:
+                    raise ReadError(item, "input", "prediction sets are calibrated per tile or chip, not per slide "
+                                    "or scene", "pass the tiles or chips (or arrays) to predict_sets")
+            probs = torch.cat([self.raw_logits(images[i : i + batch_size]).softmax(-1)
+                               for i in range(0, len(images), batch_size)])
+        members = prediction_sets(probs.double().numpy(), threshold, score)
+        return [[c for c, keep in zip(self.classes, row) if keep] for row in members]
 
     @property
     def aggregation(self) -> tuple[str, int]:

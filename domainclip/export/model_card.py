@@ -37,6 +37,40 @@ def _provenance(captions: dict) -> str:
     return line + (". Reviewed and approved by a clinician." if captions.get("reviewed") else ". Not clinician-reviewed.")
 
 
+def _sites(metrics: dict) -> str:
+    sites = metrics.get("sites")
+    if not sites:
+        return "No external site was evaluated (`eval.external_cards`); external validation is still needed."
+    rows = ["| site | n | top-1 | macro AUROC | conformal coverage (LAC) |", "|---|---|---|---|---|"]
+    for name, row in sites["sites"].items():
+        cover = row.get("conformal")
+        rows.append(f"| {name} | {row['n']} | {_fmt(row, 'top1')} | {_fmt(row, 'macro_auroc')} | "
+                    f"{_fmt(cover, 'coverage') if cover else 'n/a'} |")
+    worse = sites.get("worse") or []
+    warning = ("\n\n**Warning: the model is worse on an external site than on the internal test split, beyond the "
+               "CI of the difference:** " + "; ".join(worse) + ". Validate locally before any use there.") if worse else ""
+    return "\n".join(rows) + warning
+
+
+def _utility(clinical: dict) -> str:
+    lines = []
+    conformal = clinical.get("conformal")
+    if conformal:
+        for m in ("lac", "aps"):
+            r = conformal[m]
+            lines.append(f"- Conformal sets ({m.upper()}, alpha {conformal['alpha']}, calibrated on "
+                         f"{conformal['calibration'].get('unit', 'val')}): test coverage {_fmt(r, 'coverage')}, "
+                         f"mean set size {r['mean_set_size']:.2f}")
+    for c, r in (clinical.get("recalibration") or {}).items():
+        if r.get("slope") is not None:
+            lines.append(f"- Calibration slope / intercept, {c}: {_fmt(r, 'slope')} / {_fmt(r, 'intercept')}")
+    for c, d in ((clinical.get("decision_curves") or {}).get("classes") or {}).items():
+        r = d["useful_range"]
+        lines.append(f"- Net benefit above treat-all and treat-none, {c}: "
+                     + (f"thresholds {r[0]:.2f} to {r[1]:.2f}" if r else "at no threshold"))
+    return "\n".join(lines) or "Not computed for this run."
+
+
 def render_model_card(meta: dict) -> str:
     """The bundle's model card. Every section maps to reporting-guideline items."""
     data, tower, method = meta["data_card"], meta["tower"], meta["method"]
@@ -71,7 +105,11 @@ sensors than the data card describes; populations the evaluation data does not r
 ## Performance (CLAIM 37-39; TRIPOD+AI 23)
 {_metric_rows(meta['metrics'])}
 
-## Calibration and operating points (TRIPOD+AI 12e, 23)
+### Sites (TRIPOD+AI 23a; external validation)
+{_sites(meta['metrics'])}
+
+## Calibration, utility and prediction sets (TRIPOD+AI 12e, 23)
+{_utility(meta['metrics'].get('clinical', {}))}
 - Temperature: {meta.get('temperature', 1.0)}
 - Operating points: {thresholds or 'none locked'}
 
@@ -79,7 +117,7 @@ sensors than the data card describes; populations the evaluation data does not r
 {subgroups or 'No subgroup columns were named in the data card.'}
 
 ## Known limitations (CLAIM 41; TRIPOD+AI 25)
-Performance was estimated on the card's held-out split only; external validation is needed.
+Performance was estimated on the card's held-out split{' and the external sites above' if meta['metrics'].get('sites') else ' only; external validation is needed'}.
 Captions derive from class labels, so the text side encodes the label set, not free-text reports.
 Demo data cards contain synthetic images and say so.
 

@@ -55,6 +55,21 @@ class DataCardInfo(_Open):
     counts: dict[str, dict[str, int]]
 
 
+class ConformalScore(_Open):
+    """One conformal score's locked threshold and the validation scores it came from."""
+
+    threshold: float
+    scores: list[float]
+
+
+class Conformal(_Open):
+    """Split-conformal calibration for ``Predictor.predict_sets``."""
+
+    alpha: float = Field(gt=0, lt=1)
+    lac: ConformalScore
+    aps: ConformalScore
+
+
 class BundleMetadata(_Open):
     """Everything a clinical evaluator needs to load and judge a bundle."""
 
@@ -70,6 +85,7 @@ class BundleMetadata(_Open):
     temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="calibration temperature (> 0)")
     thresholds: dict = Field(default_factory=dict)
     input_adapter: dict | None = None
+    conformal: Conformal | None = None
     reproduce: str
     files: list[str]
     versions: dict[str, str]

@@ -1,0 +1,82 @@
+"""Datasets and predictions of the run's stages: per-split datasets (or cached backbone features),
+the reader metadata behind preprocessing decisions, and per-split predictions for evaluation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from domainclip.data import CardData, ImageDataset, SplitDataModule
+from domainclip.data.features import cache_key, cached_features
+from domainclip.evaluation import task_logits
+from domainclip.evaluation.clinical import EvalSettings, Predictions
+from domainclip.paths import cache_dir
+from domainclip.task import ContrastiveTask
+from domainclip.transforms.pipeline import DomainOptions
+
+
+def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
+    """Per-split datasets; cached backbone features when the method keeps the image tower frozen."""
+    card = data.card
+    shards = cfg.data.get("source", "files") == "shards"
+    if shards:
+        from domainclip.shards.source import shard_cache_key, shard_datasets
+
+        images = shard_datasets(cfg, data, task.tower, pool_ids)
+    else:
+        domain = DomainOptions.from_dict(card.transforms)
+        images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
+                                  len(card.classes), card.task == "multi_label", pool_ids[s])
+                  for s, recs in data.splits.items()}
+    if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.tower.input_adapter is None):
+        return images, {}
+    if shards:  # features are computed over every sample once, in index order
+        images = shard_datasets(cfg, data, task.tower, pool_ids, ordered=True)
+    digest, out, hits = task.tower.weights_digest(), {}, {}
+    feat_dir = Path(cfg.data.feature_cache_dir) if cfg.data.feature_cache_dir else cache_dir() / "features"
+    for split, ds in images.items():
+        key = shard_cache_key(digest, ds) if shards else cache_key(digest, data.digest, ds)
+        out[split], hits[split] = cached_features(task.tower, ds, feat_dir, key, batch_size=cfg.eval.batch_size,
+                                                  num_workers=cfg.data.num_workers)
+    return out, hits
+
+
+def sample_meta(data: CardData) -> dict:
+    """Reader metadata of the first sample (units, bands) for preprocessing decisions."""
+    from domainclip.readers import read
+
+    first = next(r for recs in data.splits.values() for r in recs)
+    opts = {**data.card.reader.options, **first.extra.get("read_options", {})}
+    return read(first.path, reader=data.card.reader.name, **opts)[1]
+
+
+def input_adapter_spec(data: CardData) -> dict | None:
+    """A learnable band projection when the card asks for one: all bands in, RGB out."""
+    domain = DomainOptions.from_dict(data.card.transforms)
+    if not domain.band_projection:
+        return None
+    bands = sample_meta(data).get("bands") or []
+    pick = domain.bands_to_rgb or [0, 1, 2]
+    return {"in_channels": len(bands), "init": [b if isinstance(b, int) else bands.index(b) for b in pick]}
+
+
+def predictions(task: ContrastiveTask, dm: SplitDataModule, data: CardData, splits: list[str],
+                zero_shot: bool = False) -> dict[str, Predictions]:
+    """Per split: the method's logits (always the template zero-shot ensemble with ``zero_shot``),
+    targets, group ids and the card's subgroup columns."""
+    out = {}
+    for split in splits:
+        logits, targets = task_logits(task, dm.eval_loader(split), zero_shot)
+        recs = data.splits[split]
+        extra = [{c: r.extra.get(c) for c in data.card.subgroups} for r in recs]
+        out[split] = Predictions(logits, targets, [r.group for r in recs], extra)
+    return out
+
+
+def eval_settings(cfg: DictConfig, data: CardData) -> EvalSettings:
+    """Evaluation settings from ``cfg.eval`` plus the card's subgroup columns."""
+    e = cfg.eval
+    return EvalSettings(bootstrap=int(e.bootstrap), seed=int(e.seed), calibrate=bool(e.calibrate),
+                        operating_point=e.operating_point, target_sensitivity=float(e.target_sensitivity),
+                        aggregate=e.aggregate, topk=int(e.topk), subgroups=[*data.card.subgroups, *e.subgroups],
+                        conformal_alpha=float(e.get("conformal_alpha", 0.1)))
