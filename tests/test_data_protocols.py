@@ -1,7 +1,9 @@
 """Few-shot subsets, class-balanced sampling and the feature cache's keys."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -75,3 +77,29 @@ def test_feature_cache_hits_and_is_invalidated_by_a_changed_transform(tmp_path):
     assert cache_key(tower.weights_digest(), data.digest, changed) != key
     other_size = ImageDataset(recs_, card.reader.name, card.reader.options, base.domain, Preprocess(size=96), 4)
     assert cache_key(tower.weights_digest(), data.digest, other_size) != key
+
+
+def test_feature_cache_misses_when_a_file_is_replaced_in_place(tmp_path):
+    """Same paths, same card, new pixels (a regenerated or re-exported image): never stale features."""
+    import shutil
+
+    from domainclip.towers import build_tower
+
+    tower = build_tower({"name": "two_tower", "image": {"size": 64}})
+    data = load_card_data("demo_pathology")
+    recs_ = [dataclasses.replace(r, path=tmp_path / "files" / Path(r.path).name) for r in data.splits["val"][:4]]
+    (tmp_path / "files").mkdir()
+    for r, src in zip(recs_, data.splits["val"][:4]):
+        shutil.copy(src.path, r.path)
+    card = data.card
+    dataset = ImageDataset(recs_, card.reader.name, card.reader.options, DomainOptions.from_dict(card.transforms),
+                           tower.preprocess, 4)
+    key = cache_key(tower.weights_digest(), data.digest, dataset)
+    first, _ = cached_features(tower, dataset, tmp_path / "cache", key)
+    shutil.copy(data.splits["val"][10].path, recs_[0].path)  # another tile under the same name
+    os.utime(recs_[0].path, ns=(1, 1))
+    new_key = cache_key(tower.weights_digest(), data.digest, dataset)
+    assert new_key != key
+    second, hit = cached_features(tower, dataset, tmp_path / "cache", new_key)
+    assert not hit and not torch.equal(first.features[0], second.features[0])
+    assert torch.equal(first.features[1:], second.features[1:])

@@ -13,6 +13,17 @@ from domainclip.data.dataset import FeatureDataset, ImageDataset
 from domainclip.distributed import computed_once
 
 
+def file_stamps(records) -> list[list[int]]:
+    """(size, modification time in ns) of each record's file, read once per distinct path."""
+    stamps: dict[str, list[int]] = {}
+    for r in records:
+        key = str(r.path)
+        if key not in stamps:
+            st = Path(r.path).stat()
+            stamps[key] = [st.st_size, st.st_mtime_ns]
+    return [stamps[str(r.path)] for r in records]
+
+
 def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str:
     """Digest of everything that determines the features of ``dataset``."""
     spec = {
@@ -23,6 +34,7 @@ def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str
         "domain": repr(dataset.domain),
         "preprocess": repr(dataset.preprocess),
         "files": [[str(r.path), r.extra.get("read_options", {})] for r in dataset.records],
+        "contents": file_stamps(dataset.records),  # a file replaced in place gets new features
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
