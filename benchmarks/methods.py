@@ -28,7 +28,7 @@ from domainclip.run import run_once, setup  # noqa: E402
 
 METHODS = ["zero_shot", "linear_probe", "lora", "coop", "cocoop", "vpt", "full", "wise_ft"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false", "export.enabled=false",
-         "logger=csv", "~trainer.callbacks", "eval.bootstrap=0"]
+         "logger=csv", "~trainer.callbacks", "eval.bootstrap=0", "eval.external_cards=[]"]
 
 
 def cfg_for(card: str, method: str, shots: int, seed: int, out: Path, extra: list[str]):

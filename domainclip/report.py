@@ -151,11 +151,14 @@ def utility_section(clinical: dict) -> str:
             out += f"\n| {c} | {f'{r[0]:.2f} to {r[1]:.2f}' if r else 'none'} |"
     conformal = clinical.get("conformal")
     if conformal:
-        cal = conformal["calibration"]
+        cal, spread = conformal["calibration"], conformal["calibration"].get("coverage_given_calibration_90")
         out += (f"\n\n### Conformal prediction sets (split conformal, alpha {conformal['alpha']}: coverage >= "
                 f"{1 - conformal['alpha']:.2f} guaranteed)\n\nCalibrated on {cal['split']}: {cal.get('n_used', '-')} of "
-                f"{cal.get('n_images', '-')} images, unit: {cal.get('unit', '-')}.{' ' + conformal['note'] if 'note' in conformal else ''}"
-                "\n\n| score | threshold | test coverage [95% CI] | mean set size | empty sets | coverage per class |\n|---|---|---|---|---|---|")
+                f"{cal.get('n_images', '-')} images, unit: {cal.get('unit', '-')}.{' ' + conformal['note'] if 'note' in conformal else ''}")
+        if spread:
+            out += (f" With this many calibration units, the coverage of one calibration draw lies in [{spread[0]:.3f}, "
+                    f"{spread[1]:.3f}] with 90% probability (its Beta distribution); the guarantee is the average over draws.")
+        out += "\n\n| score | threshold | test coverage [95% CI] | mean set size | empty sets | coverage per class |\n|---|---|---|---|---|---|"
         for m in ("lac", "aps"):
             r = conformal[m]
             per = ", ".join(f"{c}: {v:.2f}" for c, v in r["per_class"].items())

@@ -16,6 +16,7 @@ from domainclip.data import CardData, SplitDataModule, load_card_data
 from domainclip.errors import CardError
 from domainclip.evaluation.bootstrap import independent_bootstrap
 from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
+from domainclip.evaluation.multilabel import evaluate_multilabel
 from domainclip.evaluation.scores import HEADLINE
 from domainclip.run_data import build_datasets, predictions
 
@@ -67,8 +68,6 @@ def evaluate_sites(task, sites: dict[str, ExternalSite], clinical: dict, setting
         pred = predictions(task, site.dm, site.data, ["test"])["test"]
         own = dataclasses.replace(settings, subgroups=list(site.data.card.subgroups))
         if clinical.get("multi_label"):
-            from domainclip.evaluation.multilabel import evaluate_multilabel
-
             report = evaluate_multilabel(None, pred, site.data.class_names, own,
                                          (clinical["temperature"], clinical["thresholds"], clinical["bias"]))
         else:

@@ -35,6 +35,16 @@ def test_main_job_beats_twice_chance_and_improves(pathology_run):
     assert after["top1"] > before["top1"]
 
 
+def test_main_job_demo_behaves_like_real_data(pathology_run):
+    """The demo targets: zero-shot near chance, the adapted model between chance and perfect with
+    CIs of real width, and the second site worse than the first."""
+    m = pathology_run.metrics
+    assert m["zero_shot_before"]["test"]["top1"] <= 0.45
+    img = m["clinical"]["image_level"]
+    assert 0.70 <= img["top1"] <= 0.92 and img["top1_ci"][1] - img["top1_ci"][0] > 0.03
+    assert m["sites"]["differences"]["demo_pathology_site_b"]["top1"]["difference"] < 0
+
+
 def test_run_dir_holds_config_metrics_report_bundle(pathology_run):
     d = pathology_run.run_dir
     assert (d / "config.yaml").is_file() and (d / "report" / "summary.md").is_file()

@@ -75,7 +75,7 @@ def render_tile(label: str, rng: np.random.Generator) -> np.ndarray:
 
 SITES = {  # per site: slides, tiles per class per slide, stain (RGB gain), blur sigma, noise sd
     "A": {"slides": 40, "tiles": 2, "stain": (1.0, 1.0, 1.0), "blur": 0.0, "noise": 5.0},
-    "B": {"slides": 16, "tiles": 2, "stain": (0.80, 0.86, 1.08), "blur": 1.2, "noise": 10.0},
+    "B": {"slides": 16, "tiles": 2, "stain": (0.70, 0.80, 1.12), "blur": 1.8, "noise": 14.0},
 }
 DOMINANT = (0.5, 1.0)  # share of the tile covered by the labelled tissue
 DISAGREEMENT = 0.06  # share of tiles whose label names another tissue

@@ -61,7 +61,7 @@ def _slice_hu(rng, body, lungs, label: str, site: dict) -> np.ndarray:
 
 SITES = {  # per site: patients, noise sd (HU), kernel sharpening gain, HU calibration offset
     "A": {"patients": 48, "noise": 15.0, "sharpen": 0.0, "offset": 0.0},
-    "B": {"patients": 24, "noise": 60.0, "sharpen": 2.5, "offset": 80.0},
+    "B": {"patients": 24, "noise": 100.0, "sharpen": 3.5, "offset": 120.0},
 }
 DISAGREEMENT = 0.06
 

@@ -39,8 +39,8 @@ def _texture(rng, label: str) -> np.ndarray:
 
 SITES = {  # per site: grid side, spectral change per class, band gains, noise sd (reflectance)
     "A": {"grid": GRID, "block": 2, "season": {}, "gains": (1.0, 1.0, 1.0, 1.0), "noise": 0.006},
-    "B": {"grid": 12, "block": 2, "season": {"vegetation": (1.5, 1.2, 1.3, 0.6), "bare_soil": (1.15, 1.15, 1.15, 1.0)},
-          "gains": (1.12, 1.0, 0.92, 0.85), "noise": 0.012},
+    "B": {"grid": 12, "block": 2, "season": {"vegetation": (1.8, 1.3, 1.4, 0.45), "bare_soil": (1.2, 1.2, 1.2, 1.0)},
+          "gains": (1.25, 1.0, 0.85, 0.75), "noise": 0.02},
 }
 DOMINANT = (0.5, 1.0)
 DISAGREEMENT = 0.06

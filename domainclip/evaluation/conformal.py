@@ -20,6 +20,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import beta
+
+from domainclip.evaluation.bootstrap import group_bootstrap_ci
 
 SCORES = ("lac", "aps")
 
@@ -67,8 +70,6 @@ def prediction_sets(probs: np.ndarray, threshold: float, method: str) -> np.ndar
 def coverage_report(sets: np.ndarray, labels: np.ndarray, groups: list[str], class_names: list[str],
                     bootstrap: int, seed: int) -> dict:
     """Test coverage with a group-bootstrap CI, mean set size, and coverage per class."""
-    from domainclip.evaluation.bootstrap import group_bootstrap_ci
-
     covered = sets[np.arange(len(labels)), labels].astype(float)
     out = {"coverage": float(covered.mean()), "mean_set_size": float(sets.sum(1).mean()),
            "empty_sets": int((sets.sum(1) == 0).sum()),
@@ -94,11 +95,22 @@ def conformal_evaluation(val_probs: np.ndarray, val_labels: np.ndarray, val_grou
         out[method] = {"threshold": q, "scores": scores.tolist(),
                        **coverage_report(sets, test_labels, test_groups, class_names, bootstrap, seed)}
     n = out["calibration"]["n_used"]
+    out["calibration"]["coverage_given_calibration_90"] = conditional_coverage_range(n, alpha)
     if out["lac"]["threshold"] == float("inf"):
         out["note"] = (f"only {n} calibration units: at alpha={alpha} the threshold is infinite and every set holds "
                        f"every class (at least {math.ceil(1 / alpha) - 1} are needed); use a larger validation split "
                        "or a larger alpha")
     return out
+
+
+def conditional_coverage_range(n: int, alpha: float, level: float = 0.9) -> list[float] | None:
+    """Central ``level`` range of the coverage given one calibration draw of ``n`` units: it is
+    Beta(l, n + 1 - l) with ``l = ceil((n + 1)(1 - alpha))`` (Vovk 2012). Small ``n`` makes it wide."""
+    rank = math.ceil((n + 1) * (1 - alpha))
+    if rank > n:
+        return None
+    tail = (1 - level) / 2
+    return [float(beta.ppf(tail, rank, n + 1 - rank)), float(beta.ppf(1 - tail, rank, n + 1 - rank))]
 
 
 def locked_conformal(probs: np.ndarray, labels: np.ndarray, groups: list[str], class_names: list[str],
