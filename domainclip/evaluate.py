@@ -65,7 +65,8 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", b
     if not locked[1]:
         raise DomainClipError(f"{bundle}: the bundle has no locked thresholds; re-export it from a run with val and test")
     return {**result, "metrics": classification_metrics(logits, targets, data.class_names),
-            "clinical": evaluate_model(None, test, data.class_names, settings, locked=locked)}
+            "clinical": evaluate_model(None, test, data.class_names, settings, locked=locked,
+                                       locked_sets=meta.get("conformal"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +95,10 @@ def summary_lines(result: dict, out: str | None) -> str:
     lines = [f"{result['card']} ({result['split']}, n={result['clinical'].get('n', img.get('n'))}) scored by {result['bundle']}",
              "locked temperature and thresholds (nothing refitted); metrics after temperature scaling:",
              *(f"  {k}: {_ci(img, k)}" for k in ("top1", "balanced_accuracy", "macro_auroc") if k in img)]
+    conformal = result["clinical"].get("conformal")
+    if conformal:
+        lines += [f"  conformal sets ({m.upper()}, alpha {conformal['alpha']}, locked): coverage {_ci(conformal[m], 'coverage')}, "
+                  f"mean set size {conformal[m]['mean_set_size']:.2f}" for m in ("lac", "aps") if m in conformal]
     for flag in result["clinical"].get("flags", []):
         lines.append(f"warning: {flag}")
     lines.append(f"full metrics: {Path(out) / 'metrics.json'}" if out else "full metrics: pass out=DIR to write metrics.json")

@@ -166,6 +166,9 @@ def test_main_job_evaluates_site_b_with_the_locked_model(pathology_run, tmp_path
     assert diff["difference"] == pytest.approx(sites["sites"]["demo_pathology_site_b"]["top1"] - sites["sites"]["demo_pathology"]["top1"])
     standalone = evaluate_bundle(pathology_run.bundle_dir, "demo_pathology_site_b", split="all")
     assert standalone["clinical"]["image_level"]["top1"] == pytest.approx(external["image_level"]["top1"], abs=1e-9)
+    for score in ("lac", "aps"):
+        assert standalone["clinical"]["conformal"][score]["coverage"] == pytest.approx(
+            external["conformal"][score]["coverage"], abs=1e-9)
 
 
 def test_bundle_prediction_sets_reproduce_run_coverage(pathology_run):

@@ -2,8 +2,8 @@
 
 Findings vary as in real studies: nodules from 3 to 8 mm across and from faint ground-glass to
 solid, consolidation from a small patch to a lobe, effusions from a thin rim to a layer; about 6%
-of labels disagree with the pixels (reader disagreement). Site B is another vendor: a sharper
-reconstruction kernel, more noise and a small HU calibration offset.
+of labels disagree with the pixels (reader disagreement). Site B is another vendor and protocol: a
+sharper reconstruction kernel, more noise, an HU calibration offset and a smaller field of view.
 """
 from __future__ import annotations
 
@@ -54,14 +54,18 @@ def _slice_hu(rng, body, lungs, label: str, site: dict) -> np.ndarray:
     elif label == "effusion":
         yy = np.mgrid[:SIZE, :SIZE][0]
         hu[masks[side] & (yy > cy + ry * rng.uniform(0.25, 0.65))] = rng.uniform(0, 25)
+    if site["zoom"] != 1.0:  # a smaller reconstruction field of view: anatomy and findings appear larger
+        big = ndimage.zoom(hu, site["zoom"], order=1)
+        start = (big.shape[0] - SIZE) // 2
+        hu = big[start : start + SIZE, start : start + SIZE]
     if site["sharpen"]:
         hu = hu + site["sharpen"] * (hu - ndimage.gaussian_filter(hu, 1.0))
     return hu + site["offset"] + rng.normal(0, site["noise"], hu.shape).astype(np.float32)
 
 
-SITES = {  # per site: patients, noise sd (HU), kernel sharpening gain, HU calibration offset
-    "A": {"patients": 48, "noise": 15.0, "sharpen": 0.0, "offset": 0.0},
-    "B": {"patients": 24, "noise": 100.0, "sharpen": 3.5, "offset": 120.0},
+SITES = {  # per site: patients, noise sd (HU), kernel sharpening gain, HU calibration offset, field-of-view zoom
+    "A": {"patients": 48, "noise": 15.0, "sharpen": 0.0, "offset": 0.0, "zoom": 1.0},
+    "B": {"patients": 24, "noise": 120.0, "sharpen": 3.5, "offset": 120.0, "zoom": 1.3},
 }
 DISAGREEMENT = 0.06
 
