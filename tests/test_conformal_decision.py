@@ -39,12 +39,21 @@ def test_sets_equal_crepes(method):
     test_p, _ = _scores(rng, 300)
     alpha = 0.1
     cal_scores = conformal.class_scores(cal_p, method)[np.arange(len(cal_y)), cal_y]
-    ours = conformal.prediction_sets(test_p, conformal.quantile(cal_scores, alpha), method)
+    ours = conformal.prediction_sets(test_p, conformal.quantile(cal_scores, alpha), method, include_last=False)
     oracle = crepes.ConformalClassifier()
     oracle.fit(cal_scores)
     theirs = oracle.predict_set(conformal.class_scores(test_p, method), confidence=1 - alpha, smoothing=False)
     assert ours.sum() > len(test_p)  # sets are not all singletons: the check has teeth
     np.testing.assert_array_equal(ours, theirs.astype(bool))
+
+
+def test_aps_sets_include_the_class_that_passes_the_threshold():
+    p = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.98, 0.01, 0.01]])
+    strict = conformal.prediction_sets(p, 0.7, "aps", include_last=False)
+    sets = conformal.prediction_sets(p, 0.7, "aps")
+    np.testing.assert_array_equal(strict, [[True, False, False], [False, True, False], [False, False, False]])
+    np.testing.assert_array_equal(sets, [[True, True, False], [False, True, True], [True, False, False]])
+    assert conformal.prediction_sets(p, float("inf"), "aps").all()
 
 
 def test_aps_scores_are_cumulative_mass():
@@ -61,22 +70,25 @@ def test_marginal_coverage_over_random_splits(method):
     alpha, n_cal, n_test, trials = 0.1, 200, 500, 300
     rng = np.random.default_rng(0)
     probs, labels = _scores(rng, n_cal + n_test, signal=1.0)
-    coverages = []
+    coverages, default = [], []
     for _ in range(trials):
         perm = rng.permutation(len(labels))
         cal, test = perm[:n_cal], perm[n_cal:]
         scores = conformal.calibration_scores(probs[cal], labels[cal], [str(i) for i in cal], method)
-        sets = conformal.prediction_sets(probs[test], conformal.quantile(scores, alpha), method)
-        coverages.append(sets[np.arange(n_test), labels[test]].mean())
-    coverages = np.asarray(coverages)
+        q = conformal.quantile(scores, alpha)
+        exact = conformal.prediction_sets(probs[test], q, method, include_last=False)
+        coverages.append(exact[np.arange(n_test), labels[test]].mean())
+        default.append(conformal.prediction_sets(probs[test], q, method)[np.arange(n_test), labels[test]].mean())
+    coverages, default = np.asarray(coverages), np.asarray(default)
     rank = int(np.ceil((n_cal + 1) * (1 - alpha)))
-    lower_expected = rank / (n_cal + 1)
     assert coverages.mean() >= 1 - alpha - 3 * coverages.std() / np.sqrt(trials)
-    assert coverages.mean() >= lower_expected - 0.01
+    assert coverages.mean() >= rank / (n_cal + 1) - 0.01
     # given the calibration set, coverage is Beta(rank, n + 1 - rank); the test count adds a binomial
     lo = binom.ppf(0.0005, n_test, beta.ppf(0.0005, rank, n_cal + 1 - rank)) / n_test
     hi = binom.ppf(0.9995, n_test, beta.ppf(0.9995, rank, n_cal + 1 - rank)) / n_test
     assert ((coverages >= lo) & (coverages <= hi)).mean() >= 0.99
+    assert (default >= coverages).all()  # the default sets only add classes
+    assert default.mean() >= 1 - alpha - 3 * default.std() / np.sqrt(trials)
 
 
 def test_group_calibration_keeps_guarantee_with_correlated_groups():

@@ -4,7 +4,7 @@ Scores (Sadinle et al. 2019; Romano et al. 2020):
 
 - ``lac``: ``1 - p_y``; sets hold every class whose probability is at least ``1 - q``.
 - ``aps``: the probability mass of every class at least as likely as ``y`` (non-randomised APS);
-  sets grow from the most likely class until the mass reaches ``q``.
+  sets grow from the most likely class until the mass reaches ``q``, that class included.
 
 ``q`` is the ``ceil((n + 1)(1 - alpha))``-th smallest of ``n`` calibration scores, so a new
 exchangeable sample is covered with probability at least ``1 - alpha`` (Vovk et al. 2005). When
@@ -62,9 +62,19 @@ def quantile(scores: np.ndarray, alpha: float) -> float:
     return float(np.sort(scores)[rank - 1]) if rank <= n else float("inf")
 
 
-def prediction_sets(probs: np.ndarray, threshold: float, method: str) -> np.ndarray:
-    """Boolean (N, K) membership: class k is in the set when its score is at most the threshold."""
-    return class_scores(probs, method) <= threshold
+def prediction_sets(probs: np.ndarray, threshold: float, method: str, include_last: bool = True) -> np.ndarray:
+    """Boolean (N, K) membership: class k is in the set when its score is at most the threshold.
+
+    For ``aps`` with ``include_last`` (the default, as MAPIE's ``include_last_label``), the class
+    whose cumulative mass first passes the threshold joins too: sets are never empty and only grow,
+    so coverage stays at least ``1 - alpha``."""
+    scores = class_scores(probs, method)
+    members = scores <= threshold
+    if method == "aps" and include_last:
+        order = np.argsort(-probs, axis=1, kind="stable")
+        keep = np.minimum(members.sum(1) + 1, probs.shape[1])
+        np.put_along_axis(members, order, np.arange(probs.shape[1])[None, :] < keep[:, None], 1)
+    return members
 
 
 def coverage_report(sets: np.ndarray, labels: np.ndarray, groups: list[str], class_names: list[str],
