@@ -145,7 +145,7 @@ def utility_section(clinical: dict) -> str:
         out += f"\n| {c} | {_pm(r, 'slope')} | {_pm(r, 'intercept')} |" + (f" {r['note']}" if "note" in r else "")
     if clinical.get("decision_curves"):
         out += ("\n\n### Decision curves (net benefit; Vickers and Elkin 2006)\n\n![Decision curves](decision_curves.png)\n\n"
-                "| class | thresholds where the model beats treat-all and treat-none |\n|---|---|")
+                "| class | threshold range where the model beats treat-all and treat-none (first contiguous run) |\n|---|---|")
         for c, d in clinical["decision_curves"]["classes"].items():
             r = d["useful_range"]
             out += f"\n| {c} | {f'{r[0]:.2f} to {r[1]:.2f}' if r else 'none'} |"

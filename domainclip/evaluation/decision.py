@@ -40,6 +40,17 @@ def one_vs_rest(targets: np.ndarray, n_classes: int) -> np.ndarray:
     return targets.astype(int) if targets.ndim == 2 else np.eye(n_classes, dtype=int)[targets]
 
 
+def useful_range(better: np.ndarray) -> list[float] | None:
+    """The first contiguous run of thresholds where the model beats both reference strategies."""
+    hits = np.flatnonzero(better)
+    if not len(hits):
+        return None
+    end = hits[0]
+    while end + 1 < len(better) and better[end + 1]:
+        end += 1
+    return [float(THRESHOLDS[hits[0]]), float(THRESHOLDS[end])]
+
+
 def decision_curves(probs: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
     """Per class (one-vs-rest): thresholds, model, treat-all and treat-none net benefit."""
     out = {"thresholds": THRESHOLDS.tolist(), "classes": {}}
@@ -47,9 +58,8 @@ def decision_curves(probs: np.ndarray, targets: np.ndarray, class_names: list[st
     for k, c in enumerate(class_names):
         positives = outcomes[:, k]
         model, everyone = net_benefit(probs[:, k], positives), treat_all(positives)
-        useful = THRESHOLDS[(model > np.maximum(everyone, 0.0) + 1e-12)]
         out["classes"][c] = {"model": model.tolist(), "treat_all": everyone.tolist(),
-                             "useful_range": [float(useful.min()), float(useful.max())] if len(useful) else None}
+                             "useful_range": useful_range(model > np.maximum(everyone, 0.0) + 1e-12)}
     return out
 
 

@@ -13,7 +13,7 @@ def _fmt(m: dict, key: str) -> str:
 def _metric_rows(metrics: dict) -> str:
     rows = ["| evaluation | split | n | top-1 | balanced acc. | macro AUROC |", "|---|---|---|---|---|---|"]
     for name, splits in metrics.items():
-        if not isinstance(splits, dict):
+        if not isinstance(splits, dict) or name in ("external", "sites"):  # sites have their own table
             continue
         for split, m in splits.items():
             if isinstance(m, dict) and "n" in m:
@@ -108,8 +108,10 @@ sensors than the data card describes; populations the evaluation data does not r
 ### Sites (TRIPOD+AI 23a; external validation)
 {_sites(meta['metrics'])}
 
-## Calibration, utility and prediction sets (TRIPOD+AI 12e, 23)
+### Calibration slope, clinical utility (net benefit) and prediction sets (TRIPOD+AI 23)
 {_utility(meta['metrics'].get('clinical', {}))}
+
+## Calibration and operating points (TRIPOD+AI 12e)
 - Temperature: {meta.get('temperature', 1.0)}
 - Operating points: {thresholds or 'none locked'}
 
