@@ -1,7 +1,20 @@
 """domainclip: adapt pretrained CLIP-style models to medical and remote-sensing images."""
 from __future__ import annotations
 
+from omegaconf import OmegaConf
+
 __version__ = "0.1.0"
+DEMO_CARDS = ("demo_pathology", "demo_radiology", "demo_satellite")
+
+
+def demo_site_b(card: str) -> list[str]:
+    """The demo card's second site (``demo_X_site_b``), or none for any other card: recipes use it
+    as ``eval.external_cards: ${demo_site_b:${data.card}}`` so that ``data.card=yours`` drops it."""
+    return [f"{card}_site_b"] if card in DEMO_CARDS else []
+
+
+if not OmegaConf.has_resolver("demo_site_b"):
+    OmegaConf.register_new_resolver("demo_site_b", demo_site_b)
 
 
 def load_bundle(path, verify: bool = True, base=None):

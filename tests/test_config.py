@@ -41,3 +41,15 @@ def test_unknown_recipe_names_the_group(make_cfg):
 def test_command_line_overrides_win_over_recipe(make_cfg):
     cfg = make_cfg("recipe=radiology", "trainer.max_epochs=2")
     assert cfg.trainer.max_epochs == 2
+
+
+@pytest.mark.parametrize("recipe", ["pathology", "radiology", "satellite"])
+def test_recipes_add_their_demo_site_b_only_for_the_demo_card(make_cfg, recipe, tmp_path):
+    from omegaconf import OmegaConf
+
+    def sites(*overrides):
+        return OmegaConf.to_container(make_cfg(f"recipe={recipe}", *overrides).eval, resolve=True)["external_cards"]
+
+    assert sites() == [f"demo_{recipe}_site_b"]
+    assert sites(f"data.card={tmp_path / 'card.yaml'}") == []  # a user's own card: no demo site
+    assert sites("eval.external_cards=[site_c]") == ["site_c"]
