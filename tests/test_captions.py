@@ -63,8 +63,8 @@ def test_caption_sampling_is_seeded_and_varies_by_epoch():
 
 def test_bank_pools_by_label_set_and_safe_metadata():
     recs = [Record(path=__import__("pathlib").Path(f"{i}.dcm"), labels=(i % 2,), group=f"p{i}",
-                   extra={"caption_meta": {"window": "lung-window"}, "PatientName": "SECRET^NAME"}) for i in range(4)]
-    bank = build_bank(card(), {"train": recs}, template_sets()["ct"])
+                   extra={"PatientName": "SECRET^NAME"}) for i in range(4)]
+    bank = build_bank(card(reader={"name": "dicom", "options": {"window": "lung"}}), {"train": recs}, template_sets()["ct"])
     assert len(bank.pools) == 2 and bank.pool_ids["train"] == [0, 1, 0, 1]
     assert not any("SECRET" in t for t in bank.texts)
     assert all(bank.provenance[r]["source"] == "template" for r in bank.pools[0])
@@ -186,3 +186,22 @@ def test_require_review_without_review_is_a_clear_error(tmp_path):
     data.card.captions.require_review = True
     with pytest.raises(ConfigError, match="export-review"):
         prepare_captions(data)
+
+
+def test_captions_are_the_same_with_or_without_the_file_check(tmp_path):
+    """Captions depend on the card and its records only: the preflight file check (training) and the
+    paths that skip it (preview, export-review, the shard builder) render the same bank, window
+    captions included."""
+    from domainclip.captions.__main__ import main
+
+    checked = load_card_data("demo_radiology", on_error="fail")
+    unchecked = load_card_data("demo_radiology")
+    bank_a, _ = prepare_captions(checked)
+    bank_b, _ = prepare_captions(unchecked)
+    assert bank_a.texts == bank_b.texts and bank_a.pool_ids == bank_b.pool_ids
+    window = [t for t in bank_a.texts if "lung-window" in t]
+    assert window  # the card's reader.options.window reaches the captions
+    out = tmp_path / "review.csv"
+    assert main(["export-review", "demo_radiology", "--out", str(out)]) == 0
+    reviewed = {r["caption"] for r in csv.DictReader(out.open())}
+    assert set(bank_a.texts) <= reviewed  # the clinician reviews every caption training uses

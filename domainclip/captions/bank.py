@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from domainclip.captions.llm import Expansion
-from domainclip.captions.templates import Caption, class_captions, label_captions
+from domainclip.captions.templates import Caption, caption_fields, class_captions, label_captions
 from domainclip.cards.manifest import Record
 from domainclip.errors import ConfigError
 
@@ -54,10 +54,10 @@ def build_bank(card, splits: dict[str, list[Record]], templates: list[str], expa
                approved: set[str] | None = None, absent_findings: bool = False) -> CaptionBank:
     """Render captions for every (label set, metadata) seen in ``splits``; approvals filter them."""
     bank, pool_index = CaptionBank(), {}
+    fields = caption_fields(card.reader.options)
     for split, recs in splits.items():
         ids = []
         for rec in recs:
-            fields = rec.extra.get("caption_meta", {})
             key = (rec.labels, tuple(sorted(fields.items())))
             if key not in pool_index:
                 caps = label_captions(card, templates, rec.labels, fields, absent_findings) + _llm_captions(expansion, rec.labels)

@@ -59,14 +59,18 @@ def join_names(names: list[str], conj: str = "and") -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conj} {names[-1]}"
 
 
-def safe_caption_fields(meta: dict, reader_options: dict) -> dict[str, str]:
-    """Caption fields taken from reader metadata. A whitelist: identifiers never pass."""
+def caption_fields(reader_options: dict) -> dict[str, str]:
+    """Caption fields from the card's reader options alone (the window a CT is shown in, the µm/px
+    tiles are read at), so captions are a pure function of the card and its records: training,
+    ``captions preview``, ``export-review`` and the shard builder render the same ones. A
+    whitelist: identifiers never pass."""
     out = {}
     window = reader_options.get("window")
     if isinstance(window, str) and window not in ("file", "none"):
         out["window"] = f"{window.replace('_', ' ')}-window"
-    if meta.get("mpp"):
-        out["magnification"] = f"{float(meta['mpp']):g} µm/px"
+    mpp = reader_options.get("mpp")
+    if isinstance(mpp, (int, float)) and not isinstance(mpp, bool) and mpp > 0:
+        out["magnification"] = f"{float(mpp):g} µm/px"
     return out
 
 

@@ -17,15 +17,11 @@ class UnreadableFilesError(DomainClipError):
 
 
 def find_unreadable(records: list[Record], reader: str, options: dict) -> list[dict]:
-    """One entry (path, row, stage, error) per record whose file cannot be read. Readable
-    records get their PHI-safe caption fields (``extra['caption_meta']``) on the way."""
-    from domainclip.captions.templates import safe_caption_fields
-
+    """One entry (path, row, stage, error) per record whose file cannot be read."""
     bad = []
     for rec in records:
         try:
-            _, meta = read_record(rec, reader, options)
-            rec.extra["caption_meta"] = safe_caption_fields(meta, options)
+            read_record(rec, reader, options)
         except ReadError as exc:
             bad.append({"path": str(rec.path), "row": rec.row, "stage": exc.stage, "error": str(exc)})
     return bad
