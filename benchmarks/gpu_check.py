@@ -76,7 +76,7 @@ def make_step(task, device: str, dtype, compiled: bool, dry_run: bool, grad_cach
     from domainclip.grad_cache import grad_cache_backward
 
     opt = task.make_optimizer()
-    loss_fn = task._loss
+    loss_fn = task.loss
     if compiled:
         loss_fn = torch.compile(loss_fn, backend="eager" if dry_run else "inductor")
     autocast = torch.autocast(device.split(":")[0], dtype=dtype)

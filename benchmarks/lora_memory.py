@@ -43,7 +43,7 @@ def worker(args) -> None:
     task.train()  # as Trainer.fit does (transformers checkpoints only in training mode)
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(args.steps):
-        task._loss(batch, 0).backward()
+        task.loss(batch, 0).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -47,7 +47,7 @@ def step_flops(task, batch) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        task._loss(batch, 0).backward()
+        task.loss(batch, 0).backward()
     task.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -64,7 +64,7 @@ def achieved(task, batch, steps: int, device: str, dtype) -> float:
             sync(device)
             start = time.perf_counter()
         with autocast:
-            loss = task._loss(batch, 0)
+            loss = task.loss(batch, 0)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

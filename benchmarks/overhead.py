@@ -26,7 +26,7 @@ def bare_rate(task, batch, steps: int, warmup: int) -> float:
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
-        loss = task._loss(batch, 0)
+        loss = task.loss(batch, 0)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -125,9 +125,13 @@ def setup(cfg: DictConfig) -> RunParts:
     if data.card.transforms.get("bands_to_rgb"):
         check_bands_to_rgb(data.card, data.path, sample_meta(data).get("bands") or [])
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # cold and warm caches build the same model
+    guard = cfg.get("guard") or {}
     task = ContrastiveTask(tower=plain(cfg.tower), method=plain(cfg.method), loss=plain(cfg.loss),
                            captions=bank.texts, pools=bank.pools, class_prompts=bank.class_prompts,
-                           class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs, input_adapter=input_adapter_spec(data))
+                           class_names=data.class_names, seed=cfg.seed, max_epochs=cfg.trainer.max_epochs,
+                           input_adapter=input_adapter_spec(data),
+                           guard=NonFiniteGuard(guard.get("nonfinite", "skip"), guard.get("max_consecutive", 5),
+                                                run_dir / "nonfinite.jsonl"))
     check_splits(cfg, data, task.method.trains)
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
@@ -216,9 +220,6 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
         write_capsule(parts.run_dir, cfg, data)
         if data.quarantine:
             write_quarantine(parts.run_dir / "quarantine.jsonl", data.quarantine)
-    guard = cfg.get("guard") or {}
-    task.guard = NonFiniteGuard(guard.get("nonfinite", "skip"), guard.get("max_consecutive", 5),
-                                parts.run_dir / "nonfinite.jsonl")
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
     before = predictions(task, dm, data, splits, zero_shot=True) if lead else {}

@@ -41,16 +41,62 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _positive(v) -> bool:
+    return _number(v) and v > 0
+
+
+def _count(minimum: int) -> Callable[[object], bool]:
+    return lambda v: _is_int(v) and v >= minimum
+
+
+# keys of the selected method / loss / trainer: checked when the chosen option has them
+WHEN_PRESENT: dict[str, tuple[Callable[[object], bool], str]] = {
+    "method.r": (_count(1), "an integer >= 1 (the LoRA rank)"),
+    "method.alpha": (_positive, "a number > 0 (the LoRA scaling numerator)"),
+    "method.dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "method.lr": (_positive, "a number > 0"),
+    "method.head_lr": (_positive, "a number > 0"),
+    "method.weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "method.n_ctx": (_count(1), "an integer >= 1 (context vectors)"),
+    "method.n_tokens": (_count(1), "an integer >= 1 (visual prompt tokens)"),
+    "method.max_iter": (_count(1), "an integer >= 1"),
+    "method.unlocked_layers": (lambda v: v is None or (_is_int(v) and v >= 0), "null or an integer >= 0"),
+    "method.alphas": (lambda v: isinstance(v, list) and bool(v) and all(_number(a) and 0 <= a <= 1 for a in v),
+                      "a non-empty list of numbers in [0, 1]"),
+    "method.Cs": (lambda v: isinstance(v, list) and bool(v) and all(_positive(c) for c in v), "a non-empty list of numbers > 0"),
+    "loss.grad_cache": (lambda v: v is None or (_is_int(v) and v >= 0), "null or an integer >= 0 (chunk size; 0 = off)"),
+    "trainer.accumulate_grad_batches": (_count(1), "an integer >= 1"),
+}
+
+
+def _value(cfg: DictConfig, key: str):
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except Exception as exc:  # noqa: BLE001 - missing mandatory value, bad interpolation
+        raise ConfigError(f"{key}: {exc}; set it on the command line ({key}=...)") from None
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def check_run_config(cfg: DictConfig) -> None:
-    """Check the values users most often set, before any data is read."""
+    """Check the values users most often set, before any data is read: every key in ``RULES``,
+    and each key in ``WHEN_PRESENT`` that the selected method, loss and trainer have."""
     for key, (test, allowed) in RULES.items():
-        try:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        except Exception as exc:  # noqa: BLE001 - missing mandatory value, bad interpolation
-            raise ConfigError(f"{key}: {exc}; set it on the command line ({key}=...)") from None
-        value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        value = _value(cfg, key)
         if not test(value):
             raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+    for key, (test, allowed) in WHEN_PRESENT.items():
+        group, name = key.split(".", 1)
+        node = cfg.get(group)
+        if node is None or name not in node:
+            continue
+        value = _value(cfg, key)
+        if not test(value):
+            chosen = f" for {group} '{node.get('name')}'" if "name" in node else ""
+            raise ConfigError(f"{key}={value!r} is not allowed{chosen}: expected {allowed}")
 
 
 def check_splits(cfg: DictConfig, data, trains: bool) -> None:

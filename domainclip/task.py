@@ -13,6 +13,7 @@ from domainclip.grad_cache import all_reduce_gradients, grad_cache_backward
 from domainclip.losses import LOSSES, global_mean
 from domainclip.methods import build_method
 from domainclip.methods.base import Method, PromptSet, image_embeddings
+from domainclip.reliability.guard import NonFiniteGuard
 from domainclip.towers import build_tower
 from domainclip.towers.band_projection import BandProjection
 
@@ -64,13 +65,13 @@ class ContrastiveTask(pl.LightningModule):
 
     def __init__(self, tower: dict, method: dict, loss: dict, captions: list[str], pools: list[list[int]],
                  class_prompts: list[list[int]], class_names: list[str], seed: int = 0, max_epochs: int = 1,
-                 input_adapter: dict | None = None):
+                 input_adapter: dict | None = None, guard: NonFiniteGuard | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["guard"])
         self.loss_fn = LOSSES.get(loss["name"])  # validate names before loading any weights
         self.loss_options = {k: v for k, v in loss.items() if k not in ("name", "grad_cache")}
         self.grad_cache = int(loss.get("grad_cache") or 0)  # chunk size; 0 = plain backward
-        self.guard = None  # a NonFiniteGuard, set by the run from cfg.guard
+        self.guard = guard  # skips (or halts on) non-finite steps on every rank together; None = off
         self._batch_ids: list[int] = []
         self.automatic_optimization = not self.grad_cache
         self.method = build_method(method)
@@ -117,7 +118,7 @@ class ContrastiveTask(pl.LightningModule):
         emb = self.tower.encode_text(self.caption_ids[unique], self.caption_mask[unique])
         return F.normalize(emb, dim=-1)[inverse]
 
-    def _loss(self, batch: dict, epoch: int) -> torch.Tensor:
+    def loss(self, batch: dict, epoch: int) -> torch.Tensor:
         valid = batch.get("valid")  # False for the sampler's padding copies
         if self.method.objective == "classification":
             return classification_loss(self.logits(batch), batch["label"], valid)
@@ -144,7 +145,7 @@ class ContrastiveTask(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         ids = batch["index"][batch["valid"]] if "valid" in batch else batch["index"]
         self._batch_ids = ids.tolist()
-        loss = self._grad_cache_step(batch) if self.grad_cache else self._loss(batch, self.current_epoch)
+        loss = self._grad_cache_step(batch) if self.grad_cache else self.loss(batch, self.current_epoch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
         self.log("train/logit_scale", self.tower.logit_scale.detach(), batch_size=len(batch["label"]))
         return loss
@@ -176,7 +177,7 @@ class ContrastiveTask(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         n = len(batch["label"])
-        self.log("val/loss", self._loss(batch, 0), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/loss", self.loss(batch, 0), prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val/top1", hit_rate(self.logits(batch), batch["label"]), prog_bar=True, batch_size=n, sync_dist=True)
 
     def make_optimizer(self) -> torch.optim.AdamW:

@@ -43,8 +43,8 @@ def worker(rank: int, port: int, mode: str, tower_dir: str, out_dir: str) -> Non
                       LOCAL_RANK=str(rank), NODE_RANK="0")
     torch.manual_seed(0)
     task = ContrastiveTask(tower={"name": "hf_clip", "path": tower_dir}, method={"name": "lora", "sides": ["image", "text"]},
-                           loss={"name": "clip"}, captions=CAPTIONS, pools=POOLS, class_prompts=POOLS, class_names=CLASSES)
-    task.guard = NonFiniteGuard(mode, max_consecutive=3, log_file=f"{out_dir}/nonfinite.jsonl")
+                           loss={"name": "clip"}, captions=CAPTIONS, pools=POOLS, class_prompts=POOLS, class_names=CLASSES,
+                           guard=NonFiniteGuard(mode, max_consecutive=3, log_file=f"{out_dir}/nonfinite.jsonl"))
     loader = torch.utils.data.DataLoader(ToyData(rank, task.tower.preprocess.size), batch_size=4)
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -140,6 +140,8 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     ("data.batch_size=-1", ("data.batch_size=-1", ">= 1")),
     ("eval.splits=[val,tset]", ("eval.splits", "val")),
     ("eval.conformal_alpha=1.5", ("eval.conformal_alpha=1.5", "(0, 1)")),
+    ("method.r=0", ("method.r=0", "lora", "integer >= 1")),
+    ("method.lr=-1", ("method.lr=-1", "a number > 0")),
     ("eval.external_cards=demo_satellite", ("eval.external_cards='demo_satellite'", "a list of data card")),
 ])
 def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles):

@@ -88,12 +88,12 @@ def test_method_case(kind, method, extra, tiny_clip_dir, tiny_siglip_dir, tmp_pa
     elif pattern is not None:
         task.train()
         opt = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=extra.get("lr", 1e-2))
-        first = task._loss(batch, 0).item()
+        first = task.loss(batch, 0).item()
         for _ in range(8):
             opt.zero_grad()
-            task._loss(batch, 0).backward()
+            task.loss(batch, 0).backward()
             opt.step()
-        assert task._loss(batch, 0).item() < first
+        assert task.loss(batch, 0).item() < first
 
     # 3. save and reload give identical outputs
     task.eval()
