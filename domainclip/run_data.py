@@ -15,10 +15,11 @@ from domainclip.task import ContrastiveTask
 from domainclip.transforms.pipeline import DomainOptions
 
 
-def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
+def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict,
+                   source: str | None = None) -> tuple[dict, dict]:
     """Per-split datasets; cached backbone features when the method keeps the image tower frozen."""
     card = data.card
-    shards = cfg.data.get("source", "files") == "shards"
+    shards = (source or cfg.data.get("source", "files")) == "shards"
     if shards:
         from domainclip.shards.source import shard_cache_key, shard_datasets
 

@@ -47,7 +47,7 @@ def load_external_sites(cfg: DictConfig, data: CardData, task) -> dict[str, Exte
         if not records:
             raise CardError(f"{ext.path}: no readable record; an external site needs at least one")
         ext = dataclasses.replace(ext, splits={"test": records})
-        datasets, _ = build_datasets(cfg, ext, task, {"test": [0] * len(records)})
+        datasets, _ = build_datasets(cfg, ext, task, {"test": [0] * len(records)}, source="files")  # its own files
         sites[ext.card.name] = ExternalSite(ext, SplitDataModule(datasets, cfg.eval.batch_size, cfg.data.num_workers,
                                                                  cfg.seed))
     return sites
