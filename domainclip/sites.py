@@ -89,6 +89,15 @@ def _row(report: dict) -> dict:
     return row
 
 
+def site_difference(metric_a, groups_a, metric_b, groups_b, settings: EvalSettings) -> dict:
+    """External minus development, with a CI when ``eval.bootstrap`` > 0 (NaN otherwise)."""
+    if settings.bootstrap:
+        return independent_bootstrap(metric_a, groups_a, metric_b, groups_b, settings.bootstrap, settings.seed)
+    difference = float(metric_b(np.arange(len(groups_b))) - metric_a(np.arange(len(groups_a))))
+    return {"difference": difference, "ci": [float("nan"), float("nan")], "p_value_two_sided": float("nan"),
+            "note": "eval.bootstrap=0: no CI"}
+
+
 def compare_sites(development: str, test: Predictions, clinical: dict, external: dict, settings: EvalSettings) -> dict:
     """Sites side by side, and each external site minus the development site's test split, with
     CIs from resampling each site's groups independently. ``worse`` lists what is worse beyond its CI."""
@@ -101,9 +110,8 @@ def compare_sites(development: str, test: Predictions, clinical: dict, external:
     pa, ya = (test.logits / t).softmax(-1).numpy().astype(np.float64), test.targets.numpy()
     for name, (pred, _) in external.items():
         pb, yb = (pred.logits / t).softmax(-1).numpy().astype(np.float64), pred.targets.numpy()
-        diffs = {k: independent_bootstrap(lambda i, f=HEADLINE[k]: f(pa[i], ya[i]), test.groups,
-                                          lambda i, f=HEADLINE[k]: f(pb[i], yb[i]), pred.groups,
-                                          max(settings.bootstrap, 1), settings.seed) for k in COMPARED}
+        diffs = {k: site_difference(lambda i, f=HEADLINE[k]: f(pa[i], ya[i]), test.groups,
+                                    lambda i, f=HEADLINE[k]: f(pb[i], yb[i]), pred.groups, settings) for k in COMPARED}
         out["differences"][name] = diffs
         out["worse"] += [f"{name}: {k} {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] vs {development} test"
                          for k, d in diffs.items() if d["ci"][1] < 0]

@@ -76,8 +76,10 @@ def test_training_on_shards_matches_training_on_files(method, make_cfg, tmp_path
                          f"data.shards={pathology_shards}")
     for split in ("val", "test"):
         a, b = files["zero_shot_after"][split], shards["zero_shot_after"][split]
-        assert a["top1"] == b["top1"]
-        assert abs(a["macro_auroc"] - b["macro_auroc"]) < 5e-3  # pixels stored as float16
+        # pixels are stored as float16: on a demo that does not saturate, at most one borderline image
+        # of the split may land on the other side of a decision boundary
+        assert abs(a["top1"] - b["top1"]) <= 1 / a["n"] + 1e-9
+        assert abs(a["macro_auroc"] - b["macro_auroc"]) < 5e-3
     assert files["zero_shot_before"]["test"]["top1"] == shards["zero_shot_before"]["test"]["top1"]
 
 

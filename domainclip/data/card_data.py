@@ -43,8 +43,8 @@ class CardData:
 
 def card_root(card: DataCard, path: Path, demo_dir: Path | None = None) -> Path:
     """A demo card's generated folder, or the card's ``root`` relative to the card file."""
-    if card.demo:
-        return demo_root(card.demo, seed=0, root=demo_dir)
+    if card.demo:  # ``demo_dir`` holds one folder per demo (a recipe's site B sits beside site A)
+        return demo_root(card.demo, seed=0, root=demo_dir / f"{card.demo}-seed0" if demo_dir else None)
     return confined(path.parent, card.root, f"{path}: field 'root'") if card.root != "." else path.parent
 
 
