@@ -21,7 +21,7 @@ from domainclip.sample_log import read_sample_log
 # LoRA dropout makes the weights depend on the RNG stream, so a resume that restored the wrong
 # RNG state (or skipped the wrong batches) cannot end with the same weights.
 TRAIN = ["recipe=pathology", "trainer.max_epochs=2", "data.batch_size=8", "method.dropout=0.2",
-         "eval.bootstrap=0", "export.enabled=false", "trainer.enable_progress_bar=false"]
+         "eval.bootstrap=0", "eval.external_cards=[]", "export.enabled=false", "trainer.enable_progress_bar=false"]
 
 
 def domainclip(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
@@ -38,27 +38,27 @@ def consumed(run_dir: Path) -> list[tuple]:
     return [(s["epoch"], s["step"], tuple(s["ids"])) for s in read_sample_log(run_dir / "samples")[0]]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(tmp_path, _cache):
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
     full = domainclip(full_dir, _cache)
-    assert full.wait(timeout=240) == 0, full.stderr.read()[-3000:]
+    assert full.wait(timeout=600) == 0, full.stderr.read()[-3000:]
     steps = len(consumed(full_dir))  # 2 epochs x 20 batches
     stop_after = random.Random().randint(3, steps // 2 - 3)  # a random step inside the first epoch
 
     cut = domainclip(cut_dir, _cache)
     log = cut_dir / "samples" / "rank0.jsonl"
-    deadline = time.time() + 200
-    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < stop_after):
-        time.sleep(0.02)
+    while cut.poll() is None and (not log.is_file() or len(log.read_text().splitlines()) < stop_after):
+        time.sleep(0.02)  # no wall-clock deadline: a loaded machine only makes this slower
+    assert cut.poll() is None, "the run ended before the step chosen for the signal"
     cut.send_signal(signal.SIGTERM)
-    assert cut.wait(timeout=120) == 143, cut.stderr.read()[-3000:]
+    assert cut.wait(timeout=300) == 143, cut.stderr.read()[-3000:]
     stopped = len(consumed(cut_dir))
     assert stopped < steps, "the signal must arrive before training ends"
     assert trained(cut_dir)["global_step"] == stopped  # the checkpoint is the last finished step
 
     resumed = domainclip(cut_dir, _cache, "trainer.resume=auto")
-    assert resumed.wait(timeout=240) == 0, resumed.stderr.read()[-3000:]
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     assert consumed(cut_dir) == consumed(full_dir)  # same sample ids, in the same order, at the same steps
     a, b = trained(full_dir), trained(cut_dir)
     assert a["global_step"] == b["global_step"] == steps
