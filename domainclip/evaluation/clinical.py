@@ -107,6 +107,7 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
     temperature, thresholds = locked or lock_on_validation(val, class_names, s)
     raw = test.logits.softmax(-1)
     probs = (test.logits / temperature).softmax(-1)
+    p64, y = probs.numpy().astype(float), test.targets.numpy()
     report = {
         "n": len(test.targets), "temperature": temperature, "thresholds": thresholds,
         "image_level": {**detailed(probs, test.targets, class_names), **with_cis(probs, test.targets, test.groups, s)},
@@ -117,8 +118,8 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
                         "reliability_after": reliability_bins(probs, test.targets)},
         "operating_points": operating_metrics(probs, test.targets, thresholds),
         "subgroups": subgroup_metrics(probs, test, s),
-        "decision_curves": decision_curves(probs.numpy().astype(float), test.targets.numpy(), class_names),
-        "recalibration": recalibration(probs.numpy().astype(float), test.targets.numpy(), class_names),
+        "decision_curves": decision_curves(p64, y, class_names),
+        "recalibration": recalibration(p64, y, class_names),
         "conformal": conformal_sets(val, test, raw, class_names, s, locked_sets),
     }
     report["flags"] = evaluation_flags(val, temperature, report["calibration"], class_names, locked is not None)
