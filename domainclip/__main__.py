@@ -30,13 +30,55 @@ KNOWN_WARNINGS = (  # third-party notices every run printed; domainclip's own wa
 )
 
 
+def composition_error(argv: list[str]) -> str | None:
+    """Compose the config from plain ``key=value`` overrides the way Hydra will, and return one
+    line for what Hydra would refuse with a multi-line traceback (a key that does not exist, a
+    missing option, a malformed override); ``None`` when it composes, or when Hydra's own flags
+    (``--multirun``, ``--config-name``...) are given and Hydra should judge them itself."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            compose("config", overrides=list(argv))
+    except (HydraException, OmegaConfBaseException) as exc:
+        return describe_composition_error(exc)
+    return None
+
+
+def describe_composition_error(exc: Exception) -> str:
+    """Hydra's message as one line; an unknown key says how to find the real ones."""
+    from hydra.errors import MissingConfigException
+
+    from domainclip.errors import one_line
+
+    if isinstance(exc, MissingConfigException):
+        first = str(exc).strip().splitlines()[0]
+        options = f"; available: {', '.join(exc.options)}" if getattr(exc, "options", None) else ""
+        return f"{first}{options}"
+    cause = exc.__cause__ or exc
+    text = one_line(cause) if str(cause).strip() else one_line(exc)
+    key = getattr(cause, "full_key", None)
+    if "not in struct" in str(cause) and key:
+        return (f"{key}: no such config key; check its spelling (python -m domainclip --cfg job lists every key), "
+                f"or add a new one with +{key}=...")
+    return text
+
+
 def main() -> None:
-    """Console-script entry point (``domainclip ...``)."""
+    """Console-script entry point (``domainclip ...``): config errors are one line, exit 2."""
     import warnings
 
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("WANDB_MODE", "offline")
+    problem = composition_error(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

@@ -23,8 +23,11 @@ from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.clinical import EvalSettings, compare, evaluate_model
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.fileio import atomic_write_text
+from domainclip.objectives import Adaptation, adapt
+from domainclip.reference import ReferenceZeroShot
 from domainclip.reliability.capsule import write_capsule
 from domainclip.reliability.guard import NonFiniteGuard
+from domainclip.reliability.resume import find_checkpoint
 from domainclip.reliability.run_lock import hold_run_dir
 from domainclip.report import print_summary, write_report
 from domainclip.run_checks import check_run_config, check_splits
@@ -59,6 +62,7 @@ class RunParts:
     warnings: list[str] = field(default_factory=list)
     identifiers: dict[str, str] | None = None  # identifying values in the data (read once: DICOM headers)
     external: dict = field(default_factory=dict)  # eval.external_cards: name -> sites.ExternalSite
+    reference: ReferenceZeroShot | None = None  # method.reference_card (WiSE-FT), read before training
 
     def identifying_values(self) -> dict[str, str]:
         """The data's identifying values, for the audit before training and the export audit."""
@@ -92,19 +96,23 @@ def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
-    """Trainer from ``cfg.trainer`` with the configured loggers (CSV always); ``trainer.resume``
-    becomes ``trainer.resume_ckpt`` (the checkpoint ``fit`` continues from, or None)."""
-    from domainclip.reliability.resume import find_checkpoint
-
+    """Trainer from ``cfg.trainer`` with the configured loggers (CSV always) and callbacks (a dict
+    keyed by name; ``trainer.resume`` is read by :func:`adaptation`)."""
     loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    resume = options.pop("resume", None)
+    options.pop("resume", None)
     callbacks = options.pop("callbacks", None) or {}
     callbacks = [hydra.utils.instantiate(c) for c in (callbacks.values() if isinstance(callbacks, dict) else callbacks)
                  if c]
-    trainer = hydra.utils.instantiate(options, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
-    trainer.resume_ckpt = find_checkpoint(resume, run_dir)
-    return trainer
+    return hydra.utils.instantiate(options, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+
+
+def adaptation(parts: "RunParts") -> Adaptation:
+    """The objective's inputs: task, data, trainer factory, the checkpoint ``trainer.resume``
+    names (or None) and WiSE-FT's reference card (``method.reference_card``)."""
+    cfg = parts.cfg
+    return Adaptation(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir),
+                      resume_ckpt=find_checkpoint(cfg.trainer.get("resume"), parts.run_dir), reference=parts.reference)
 
 
 def setup(cfg: DictConfig) -> RunParts:
@@ -137,9 +145,10 @@ def setup(cfg: DictConfig) -> RunParts:
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))
     external = load_external_sites(cfg, data, task)
+    reference = cfg.method.get("reference_card")
     timings["features_s"] = time.perf_counter() - t
     return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings, warnings,
-                    external=external)
+                    external=external, reference=ReferenceZeroShot(reference) if reference else None)
 
 
 def export_bundle(parts: RunParts, metrics: dict) -> Path:
@@ -147,7 +156,7 @@ def export_bundle(parts: RunParts, metrics: dict) -> Path:
     from domainclip.export import write_bundle
 
     cfg, data = parts.cfg, parts.data
-    return write_bundle(parts.run_dir / "bundle", parts.task, bundle_metadata(parts, metrics), data.card,
+    return write_bundle(parts.run_dir / "bundle", parts.task.model, bundle_metadata(parts, metrics), data.card,
                         data.path.read_text(), reproduce_config(cfg, parts.run_dir), parts.bank.texts,
                         parts.identifying_values(), merge=bool(cfg.export.merge),
                         onnx=bool(cfg.export.get("onnx", False)))
@@ -224,7 +233,7 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     splits = list(cfg.eval.splits)
     before = predictions(task, dm, data, splits, zero_shot=True) if lead else {}
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # training RNG independent of what ran before
-    method_report = task.method.fit(task, dm, lambda: build_trainer(cfg, parts.run_dir))
+    method_report = adapt(adaptation(parts))
     timings["train_s"] = time.perf_counter() - t
     if not lead:
         return Result(run_dir=parts.run_dir, metrics={}, bundle_dir=None, timings=timings)

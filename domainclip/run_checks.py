@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from domainclip.data.card_checks import missing_classes
 from domainclip.errors import CardError, ConfigError
@@ -21,6 +22,8 @@ def _is_int(v) -> bool:
 
 # key -> (test, what is allowed)
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "data.card": (lambda v: isinstance(v, str) and bool(v.strip()),
+                  "a data card: recipe=pathology|radiology|satellite picks a demo, data.card=PATH your own"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
@@ -76,6 +79,9 @@ WHEN_PRESENT: dict[str, tuple[Callable[[object], bool], str]] = {
 def _value(cfg: DictConfig, key: str):
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        allowed = RULES.get(key, (None, "a value"))[1]
+        raise ConfigError(f"{key} is not set: expected {allowed}") from None
     except Exception as exc:  # noqa: BLE001 - missing mandatory value, bad interpolation
         raise ConfigError(f"{key}: {exc}; set it on the command line ({key}=...)") from None
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
@@ -83,7 +89,8 @@ def _value(cfg: DictConfig, key: str):
 
 def check_run_config(cfg: DictConfig) -> None:
     """Check the values users most often set, before any data is read: every key in ``RULES``,
-    and each key in ``WHEN_PRESENT`` that the selected method, loss and trainer have."""
+    and each key in ``WHEN_PRESENT`` that the selected method, loss and trainer have; then that
+    the tower, method and loss have no key their code does not take."""
     for key, (test, allowed) in RULES.items():
         value = _value(cfg, key)
         if not test(value):
@@ -97,6 +104,7 @@ def check_run_config(cfg: DictConfig) -> None:
         if not test(value):
             chosen = f" for {group} '{node.get('name')}'" if "name" in node else ""
             raise ConfigError(f"{key}={value!r} is not allowed{chosen}: expected {allowed}")
+    check_option_keys(cfg)
 
 
 def check_splits(cfg: DictConfig, data, trains: bool) -> None:
@@ -116,3 +124,56 @@ def check_splits(cfg: DictConfig, data, trains: bool) -> None:
         where = "; ".join(f"{s}: {c}" for s, c in missing.items())
         raise CardError(f"{data.path}: class(es) with no sample in a split the run needs ({where}); try another "
                         "split.seed, give a split column in the manifest, or drop the class")
+
+
+PASSED_BY_THE_RUN = {  # arguments the run fills in itself, never config keys
+    "loss": {"img", "txt", "logit_scale", "labels", "logit_bias", "valid"},
+}
+HANDLED_BY_THE_RUN = {"tower": {"name", "activation_checkpointing"}, "method": {"name"}, "loss": {"name", "grad_cache"}}
+
+
+def accepted_arguments(obj) -> set[str] | None:
+    """Keyword arguments a class (through its whole ``__init__`` chain) or a function accepts;
+    ``None`` when it takes arbitrary keywords at the end of the chain."""
+    import inspect
+
+    chain = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c) and c is not object] if inspect.isclass(obj) else [obj]
+    names: set[str] = set()
+    for fn in chain:
+        params = inspect.signature(fn).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def option_code(group: str, name: str):
+    """The registered class or function a config group's ``name`` selects."""
+    if group == "method":
+        from domainclip.methods import METHODS
+
+        return METHODS.get(name)
+    if group == "tower":
+        from domainclip.towers.base import tower_class
+
+        return tower_class(name)
+    from domainclip.losses import LOSSES
+
+    return LOSSES.get(name)
+
+
+def check_option_keys(cfg: DictConfig) -> None:
+    """Every key of the selected tower, method and loss is one its code accepts: a misspelt or
+    added key (``+method.rr=4``) is refused before any data is read, naming the allowed keys."""
+    for group in ("tower", "method", "loss"):
+        node = cfg.get(group)
+        if node is None or "name" not in node:
+            continue
+        accepted = accepted_arguments(option_code(group, node.name))
+        if accepted is None:
+            continue
+        allowed = (accepted | HANDLED_BY_THE_RUN[group]) - PASSED_BY_THE_RUN.get(group, set())
+        unknown = sorted(set(node.keys()) - allowed)
+        if unknown:
+            raise ConfigError(f"{group}.{unknown[0]}: not a key of {group} '{node.name}'; allowed keys: "
+                              f"{', '.join(sorted(allowed - {'name'}))}")

@@ -29,7 +29,7 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
         images = {s: ImageDataset(recs, card.reader.name, card.reader.options, domain, task.tower.preprocess,
                                   len(card.classes), card.task == "multi_label", pool_ids[s])
                   for s, recs in data.splits.items()}
-    if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.tower.input_adapter is None):
+    if not (cfg.data.cache_features and task.method.image_backbone_frozen and task.model.input_adapter is None):
         return images, {}
     if shards:  # features are computed over every sample once, in index order
         images = shard_datasets(cfg, data, task.tower, pool_ids, ordered=True)

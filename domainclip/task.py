@@ -11,11 +11,9 @@ import torch.nn.functional as F
 
 from domainclip.grad_cache import all_reduce_gradients, grad_cache_backward
 from domainclip.losses import LOSSES, global_mean
-from domainclip.methods import build_method
-from domainclip.methods.base import Method, PromptSet, image_embeddings
+from domainclip.methods.base import PromptSet
+from domainclip.model import AdaptedModel
 from domainclip.reliability.guard import NonFiniteGuard
-from domainclip.towers import build_tower
-from domainclip.towers.band_projection import BandProjection
 
 
 def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:
@@ -74,36 +72,37 @@ class ContrastiveTask(pl.LightningModule):
         self.guard = guard  # skips (or halts on) non-finite steps on every rank together; None = off
         self._batch_ids: list[int] = []
         self.automatic_optimization = not self.grad_cache
-        self.method = build_method(method)
-        self.tower = build_tower(tower)
-        if input_adapter:
-            pre = self.tower.preprocess
-            self.tower.input_adapter = BandProjection(input_adapter["in_channels"], input_adapter["init"], pre.mean, pre.std)
-        self.method.prepare(self.tower, class_names)
+        rows = [r for prompts in class_prompts for r in prompts]
+        self.model = AdaptedModel.build(tower, method, class_names, [captions[r] for r in rows],
+                                        [k for k, p in enumerate(class_prompts) for _ in p], input_adapter)
         tokens = self.tower.tokenize(captions)
         self.register_buffer("caption_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("caption_mask", tokens["attention_mask"], persistent=False)
-        rows = [r for prompts in class_prompts for r in prompts]
-        self.register_buffer("prompt_rows", torch.tensor(rows), persistent=False)
-        self.register_buffer("prompt_labels", torch.tensor([k for k, p in enumerate(class_prompts) for _ in p]),
-                             persistent=False)
         self.class_names = list(class_names)
         self.strict_loading = False  # checkpoints hold only trained tensors
 
+    @property
+    def tower(self):
+        """The adapted model's tower."""
+        return self.model.tower
+
+    @property
+    def method(self):
+        """The adapted model's method (a pure adapter)."""
+        return self.model.method
+
     def prompt_set(self) -> PromptSet:
         """The template prompt ensemble (the same templates as the captions)."""
-        rows = self.prompt_rows
-        return PromptSet(self.caption_ids[rows], self.caption_mask[rows], self.prompt_labels, self.class_names)
+        return self.model.prompt_set()
 
     def class_embeddings(self) -> torch.Tensor:
         """(K, D) class embeddings of the method (template ensemble unless it learns prompts)."""
-        return self.method.class_embeddings(self.tower, self.prompt_set())
+        return self.model.class_embeddings()
 
     def logits(self, batch: dict, zero_shot: bool = False) -> torch.Tensor:
         """(B, K) class logits of the method for a batch; ``zero_shot`` uses the template
         prompt ensemble whatever the method (the baseline)."""
-        method = Method() if zero_shot else self.method
-        return method.logits(self.tower, batch, self.prompt_set())
+        return self.model.logits(batch, zero_shot=zero_shot)
 
     def pick_captions(self, pools: torch.Tensor, indexes: torch.Tensor, epoch: int) -> torch.Tensor:
         """Caption row per sample; validation passes ``epoch=0`` so its captions are fixed."""
@@ -115,10 +114,11 @@ class ContrastiveTask(pl.LightningModule):
     def text_embeddings(self, rows: torch.Tensor) -> torch.Tensor:
         """Encode each distinct caption once, then gather per sample."""
         unique, inverse = torch.unique(rows, return_inverse=True)
-        emb = self.tower.encode_text(self.caption_ids[unique], self.caption_mask[unique])
-        return F.normalize(emb, dim=-1)[inverse]
+        return self.model.embed_texts(self.caption_ids[unique], self.caption_mask[unique])[inverse]
 
     def loss(self, batch: dict, epoch: int) -> torch.Tensor:
+        """The training loss of a batch: the method's classification loss, or the contrastive loss
+        of each image against its caption this epoch."""
         valid = batch.get("valid")  # False for the sampler's padding copies
         if self.method.objective == "classification":
             return classification_loss(self.logits(batch), batch["label"], valid)
@@ -126,7 +126,7 @@ class ContrastiveTask(pl.LightningModule):
 
     def embed_pair(self, batch: dict, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised image embeddings and the embeddings of each sample's caption this epoch."""
-        img = image_embeddings(self.tower, batch)
+        img = self.model.embed_images(batch)
         return img, self.text_embeddings(self.pick_captions(batch["pool"], batch["index"], epoch))
 
     def pair_loss(self, img: torch.Tensor, txt: torch.Tensor, batch: dict) -> torch.Tensor:

@@ -16,14 +16,15 @@ import yaml
 import domainclip
 from domainclip.errors import BundleError
 from domainclip.export.bundle import write_sums
-from domainclip.run import build_trainer, export_bundle, setup
+from domainclip.objectives import adapt
+from domainclip.run import adaptation, export_bundle, setup
 
 TINY = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 
 
 def fit_and_export(cfg):
     parts = setup(cfg)
-    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
+    adapt(adaptation(parts))
     return parts, export_bundle(parts, {"zero_shot_after": {}})
 
 

@@ -23,12 +23,13 @@ def trained_tensors(parts) -> dict:
 
 @pytest.mark.parametrize("overrides", METHODS, ids=lambda o: o[0].split("=")[1])
 def test_one_bf16_step_per_method(overrides, make_cfg, tiny_clip_dir):
-    from domainclip.run import build_trainer, setup
+    from domainclip.objectives import adapt
+    from domainclip.run import adaptation, setup
 
     cfg = make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}", *overrides, *GPU)
     parts = setup(cfg)
     before = trained_tensors(parts)
-    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
+    adapt(adaptation(parts))
     after = trained_tensors(parts)
     if overrides[0] != "method=linear_probe":  # a closed-form fit, not a gradient step
         assert before and any(not torch.equal(before[n], after[n]) for n in before)  # the step changed weights
@@ -42,6 +43,7 @@ def test_one_bf16_step_per_method(overrides, make_cfg, tiny_clip_dir):
 def test_fsdp_wraps_blocks_and_trains(make_cfg, tiny_clip_dir):
     from torch.distributed.fsdp import FullyShardedDataParallel
 
+    from domainclip.objectives import Adaptation, adapt
     from domainclip.run import build_trainer, setup
 
     cfg = make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}", "method=full",
@@ -53,7 +55,7 @@ def test_fsdp_wraps_blocks_and_trains(make_cfg, tiny_clip_dir):
         trainers.append(build_trainer(cfg, parts.run_dir))
         return trainers[-1]
 
-    parts.task.method.fit(parts.task, parts.dm, make_trainer)
+    adapt(Adaptation(parts.task, parts.dm, make_trainer))
     units = [m for m in trainers[0].strategy.model.modules() if isinstance(m, FullyShardedDataParallel)]
     assert len(units) > 2  # the root plus one unit per transformer block
     assert trainers[0].global_step == 2

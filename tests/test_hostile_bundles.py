@@ -16,7 +16,8 @@ import domainclip
 from domainclip.errors import BundleError
 from domainclip.export.bundle import write_sums
 from domainclip.fileio import WriteError
-from domainclip.run import build_trainer, export_bundle, setup
+from domainclip.objectives import adapt
+from domainclip.run import adaptation, export_bundle, setup
 
 TINY = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 
@@ -32,7 +33,7 @@ def lora_bundle(tmp_path_factory, tiny_clip_dir):
         cfg = compose("config", overrides=["recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}",
                                            f"run_dir={out}", *TINY])
     parts = setup(cfg)
-    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
+    adapt(adaptation(parts))
     return parts, export_bundle(parts, {"zero_shot_after": {}})
 
 

@@ -121,7 +121,7 @@ def test_occupied_run_directory_path_is_one_line(tmp_path):
 
 
 def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
-    from domainclip.run import build_trainer
+    from domainclip.reliability.resume import find_checkpoint
 
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -130,7 +130,7 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     torch.save({"epoch": 0, "global_step": 3, "state_dict": {"w": torch.ones(1000)}}, ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:300])
     with pytest.raises(ConfigError, match="damaged or truncated") as err:
-        build_trainer(make_cfg("trainer.resume=auto"), tmp_path / "run")
+        find_checkpoint(make_cfg("trainer.resume=auto").trainer.resume, tmp_path / "run")
     assert "last.ckpt" in str(err.value) and "\n" not in str(err.value)
 
 

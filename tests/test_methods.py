@@ -6,10 +6,8 @@ import re
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from domainclip.methods import build_method
-from domainclip.methods.base import PromptSet
+from domainclip.model import AdaptedModel
 from domainclip.task import ContrastiveTask
 from domainclip.towers import build_tower
 
@@ -79,11 +77,12 @@ def test_method_case(kind, method, extra, tiny_clip_dir, tiny_siglip_dir, tmp_pa
     batch = toy_batch(size)
     if method == "linear_probe":
         from domainclip.data import FeatureDataset, SplitDataModule
+        from domainclip.objectives import Adaptation, adapt
 
         with torch.no_grad():
             feats = task.tower.image_features(batch["pixels"])
         ds = FeatureDataset(feats, batch["label"])
-        report = task.method.fit(task, SplitDataModule({"train": ds, "val": ds}, batch_size=8), None)
+        report = adapt(Adaptation(task, SplitDataModule({"train": ds, "val": ds}, batch_size=8), None))
         assert max(report["val_top1_by_C"].values()) == 1.0
     elif pattern is not None:
         task.train()
@@ -95,32 +94,22 @@ def test_method_case(kind, method, extra, tiny_clip_dir, tiny_siglip_dir, tmp_pa
             opt.step()
         assert task.loss(batch, 0).item() < first
 
-    # 3. save and reload give identical outputs
+    # 3. save and reload give identical outputs (AdaptedModel.load(model.save(d)), to 1e-6)
     task.eval()
-    task.method.export(task.tower, tmp_path)
-    save_file({k: v.detach().contiguous() for k, v in task.tower.export_state_dict().items()}, str(tmp_path / "h.st"))
-    fresh = build_tower(tcfg)
-    loaded = build_method(mcfg)
-    loaded.load(fresh, tmp_path, CLASSES)
+    loaded = AdaptedModel.load(task.model.save(tmp_path / "model"))
     with torch.no_grad():
-        for name, t in fresh.export_state_dict().items():
-            t.copy_(load_file(str(tmp_path / "h.st"))[name])
-    fresh.eval()
-    prompts = task.prompt_set()
-    fresh_prompts = PromptSet(prompts.input_ids, prompts.attention_mask, prompts.labels, CLASSES)
-    with torch.no_grad():
-        torch.testing.assert_close(task.method.logits(task.tower, batch, prompts),
-                                   loaded.logits(fresh, batch, fresh_prompts), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(task.model.logits(batch), loaded.logits(batch), atol=1e-6, rtol=1e-6)
         tok = task.tower.tokenize(["a red image."])
-        torch.testing.assert_close(task.tower.encode_text(**tok), fresh.encode_text(**tok), atol=1e-5, rtol=1e-5)
-    assert not any(p.requires_grad for p in fresh.parameters())
+        torch.testing.assert_close(task.tower.encode_text(**tok), loaded.tower.encode_text(**tok), atol=1e-6, rtol=1e-6)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert set(loaded.trainable_state()) == set(task.model.trainable_state())
 
 
 def test_vpt_on_a_cnn_uses_padding_prompts_only_on_the_border():
     from domainclip.methods.vpt import PaddingPrompts
 
     task = make_task({"name": "two_tower", "image": {"size": 64}}, {"name": "vpt", "pad": 8})
-    prompts = task.tower.visual_prompts
+    prompts = task.model.adapters["visual_prompts"]
     assert isinstance(prompts, PaddingPrompts)
     with torch.no_grad():
         prompts.tokens.fill_(1.0)
@@ -156,3 +145,19 @@ def test_wise_ft_sweeps_alphas_and_reports_retention(make_cfg):
     assert report["retained_zero_shot"]["0.0"] == 1.0
     chosen = report["sweep"][str(report["alpha"])]
     assert chosen["test"] == result.metrics["zero_shot_after"]["test"]["top1"]
+
+
+def tower_attributes(tower) -> dict:
+    """The tower's own attribute names: plain attributes, submodules, parameters and buffers."""
+    return {"vars": sorted(vars(tower)), **{k: sorted(getattr(tower, k)) for k in ("_modules", "_parameters", "_buffers")}}
+
+
+@pytest.mark.parametrize("kind, method, extra", CASES, ids=[f"{k}-{m}" for k, m, _ in CASES])
+def test_prepare_adds_no_attribute_to_the_tower(kind, method, extra, tiny_clip_dir, tiny_siglip_dir):
+    tcfg = tower_cfg(kind, tiny_clip_dir, tiny_siglip_dir)
+    expected = tower_attributes(build_tower(tcfg))
+    model = AdaptedModel.build(tcfg, {"name": method, **extra}, CLASSES, CAPTIONS, [k for k in range(4) for _ in "ab"],
+                               input_adapter={"in_channels": 4, "init": [3, 0, 1]})
+    assert tower_attributes(model.tower) == expected
+    assert "input_adapter" in model.adapters
+    assert not any(n.startswith("tower.") and "input_adapter" in n for n, _ in model.named_parameters())

@@ -113,7 +113,7 @@ def test_learnable_band_projection_end_to_end(tmp_path, make_cfg):
     result = run(make_cfg(f"data.card={tmp_path / 'card.yaml'}", "trainer.max_epochs=1", "tower.image.size=64",
                           "trainer.enable_progress_bar=false"))
     predictor = domainclip.load_bundle(result.bundle_dir)
-    assert predictor.tower.input_adapter.proj.in_channels == 4
+    assert predictor.model.input_adapter.proj.in_channels == 4
     test = load_card_data(tmp_path / "card.yaml").splits["test"]
     top1 = (predictor.predict([r.path for r in test]).argmax(-1) == torch.tensor([r.label for r in test])).float().mean()
     assert float(top1) == pytest.approx(result.metrics["zero_shot_after"]["test"]["top1"])

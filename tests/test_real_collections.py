@@ -14,8 +14,9 @@ from PIL import Image
 
 import domainclip
 from domainclip.evaluation.aggregate import aggregate_groups
+from domainclip.objectives import adapt
 from domainclip.readers import read
-from domainclip.run import build_trainer, evaluate_trained, export_bundle, predictions, setup
+from domainclip.run import adaptation, evaluate_trained, export_bundle, predictions, setup
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0", "tower.image.size=32"]
 
@@ -40,7 +41,7 @@ def run_on_copies(root, source: str, suffix: str, labels: tuple[str, str], group
                                            f"run_dir={root / 'run'}", *FAST])
     parts = setup(cfg)
     before = predictions(parts.task, parts.dm, parts.data, ["val", "test"], zero_shot=True)
-    parts.task.method.fit(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir))
+    adapt(adaptation(parts))
     summary, after = evaluate_trained(parts, before)
     return parts, summary, after, export_bundle(parts, summary["metrics"])
 

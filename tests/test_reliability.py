@@ -189,10 +189,10 @@ def test_pickle_payload_checkpoint_is_refused_on_every_load_path(make_cfg, tmp_p
     (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     with pytest.raises(UnsafeCheckpointError):
         reexport(tmp_path / "run", None)  # python -m domainclip.export run_dir=...
-    from domainclip.run import build_trainer
+    from domainclip.reliability.resume import find_checkpoint
 
     with pytest.raises(UnsafeCheckpointError):  # resume=auto inspects the checkpoint before training
-        build_trainer(cfg, tmp_path / "run")
+        find_checkpoint(cfg.trainer.resume, tmp_path / "run")
     assert not marker.exists()
 
 

@@ -8,6 +8,7 @@ import torch
 
 from domainclip.methods import build_method
 from domainclip.methods.lora import target_regex
+from domainclip.model import AdaptedModel
 from domainclip.towers import build_tower
 
 EMBEDDED = {"name": "two_tower"}
@@ -53,6 +54,12 @@ def test_hf_clip_needs_a_path():
         build_tower({"name": "hf_clip", "path": None})
 
 
+def adapted(tower, method) -> AdaptedModel:
+    """The tower adapted by ``method`` for two classes, through the one model builder."""
+    spec = {"tower": {}, "method": {}, "classes": ["a", "b"], "prompts": ["a", "b"], "prompt_labels": [0, 1]}
+    return AdaptedModel(tower, method, spec)
+
+
 @pytest.mark.parametrize("which", ["embedded", "tiny", "siglip"])
 def test_declared_lora_targets_match_modules(which, embedded, tiny_clip_dir, tiny_siglip_dir):
     tower = {"embedded": lambda: embedded, "tiny": lambda: tiny(tiny_clip_dir),
@@ -72,7 +79,7 @@ def test_lora_trains_only_adapters_and_heads_and_starts_as_identity(tiny_clip_di
     with torch.no_grad():
         before = tower.encode_text(**tok), tower.encode_image(pix)
     method = build_method({"name": "lora", "sides": sides, "r": 4, "train_heads": True})
-    method.prepare(tower, ["a", "b"])
+    adapted(tower, method)
     trainable = [n for n, p in tower.named_parameters() if p.requires_grad]
     heads = {"model.visual_projection.weight", "model.text_projection.weight", "log_logit_scale"}
     assert set(trainable) - heads and all("lora_" in n or n in heads for n in trainable)
@@ -86,13 +93,13 @@ def test_lora_trains_only_adapters_and_heads_and_starts_as_identity(tiny_clip_di
 
 def test_zero_shot_method_trains_nothing(embedded):
     method = build_method({"name": "zero_shot"})
-    method.prepare(embedded, ["a", "b"])
+    adapted(embedded, method)
     assert not any(p.requires_grad for p in embedded.parameters()) and not method.trains
 
 
 def test_frozen_batchnorm_stays_in_eval_mode():
     tower = build_tower(EMBEDDED)
-    build_method({"name": "lora", "sides": ["text"]}).prepare(tower, ["a", "b"])
+    adapted(tower, build_method({"name": "lora", "sides": ["text"]}))
     tower.train()
     bns = [m for m in tower.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)

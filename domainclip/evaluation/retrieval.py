@@ -26,13 +26,11 @@ def retrieval_metrics(img: torch.Tensor, txt: torch.Tensor, img_pool: torch.Tens
 @torch.inference_mode()
 def task_retrieval(task, loader) -> dict:
     """Retrieval between each image and its fixed (epoch-0) caption, over one split."""
-    from domainclip.methods.base import image_embeddings
-
     was_training = task.training
     task.eval()
     imgs, txts, pools = [], [], []
     for batch in loader:
-        imgs.append(image_embeddings(task.tower, batch))
+        imgs.append(task.model.embed_images(batch))
         txts.append(task.text_embeddings(task.pick_captions(batch["pool"], batch["index"], 0)))
         pools.append(batch["pool"])
     task.train(was_training)

@@ -8,13 +8,12 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from domainclip.export.base_models import portable_config, register_base
 from domainclip.export.model_card import render_model_card
 from domainclip.fileio import sha256_file, writing
+from domainclip.model.adapted import HEADS_FILE  # noqa: F401 - the bundle's file names, re-exported
 
-HEADS_FILE = "heads.safetensors"
 SUMS_FILE = "SHA256SUMS"
 REPRODUCE_FILE = "reproduce.yaml"  # the resolved run config; not config.yaml, which conf/ would shadow
 
@@ -47,9 +46,9 @@ def _free_text(meta: dict, card) -> dict:
     return {"classes": meta["classes"], "prompts": meta["captions"]["texts"], "card_text": card_free_text(card)}
 
 
-def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, config_text: str,
+def write_bundle(out_dir: Path, model, metadata: dict, card, card_text: str, config_text: str,
                  captions: list[str], identifiers: dict[str, str], merge: bool = False, onnx: bool = False) -> Path:
-    """Validate, PHI-audit, then export ``task`` into ``out_dir`` atomically.
+    """Validate, PHI-audit, then export the ``AdaptedModel`` into ``out_dir`` atomically.
 
     The audit covers metadata, model card, data card, config, every caption and the safetensors
     header metadata, before a single file is written; a hit raises ``BundleError``.
@@ -59,43 +58,42 @@ def write_bundle(out_dir: Path, task, metadata: dict, card, card_text: str, conf
 
     out_dir = Path(out_dir)
     recover_interrupted(out_dir)
-    files = list(task.method.export_files) + [HEADS_FILE, "data_card.yaml", REPRODUCE_FILE]
+    files = model.files() + ["data_card.yaml", REPRODUCE_FILE]
     tower = dict(metadata["tower"])
     meta = {"schema_version": SCHEMA_VERSION, **metadata, "files": files, "versions": versions(),
             "tower": {**tower, "config": portable_config(tower["config"])}}
     validate_metadata(meta, str(out_dir))
     card_md = render_model_card(meta)
     texts = {"metadata": meta, "model_card": card_md, "data_card": card_text, "config": config_text,
-             "captions": captions, "safetensors_metadata": SAFETENSORS_METADATA, **_free_text(meta, card)}
+             "captions": captions, "safetensors_metadata": SAFETENSORS_METADATA,
+             "model_spec": {**model.spec, "tower": meta["tower"]["config"]}, **_free_text(meta, card)}
     refuse_on_hits(audit(texts, identifiers, free_text={"captions", "classes", "prompts", "card_text"}))
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     with writing(out_dir, (tmp,)):
-        _write_files(tmp, task, meta, card_text, config_text, merge, onnx)
+        _write_files(tmp, model, meta, card_text, config_text, merge, onnx)
     register_base(tower["config"], tower["weights_digest"])
     swap_in(tmp, out_dir)
     return out_dir
 
 
-def _write_files(tmp: Path, task, meta: dict, card_text: str, config_text: str, merge: bool, onnx: bool) -> None:
+def _write_files(tmp: Path, model, meta: dict, card_text: str, config_text: str, merge: bool, onnx: bool) -> None:
     """Every bundle file into the staging folder ``tmp``."""
     from domainclip.export.merge import write_merged
 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    task.method.export(task.tower, tmp)
+    model.save(tmp, tower_config=meta["tower"]["config"])
     portable_adapter_config(tmp, meta["tower"]["config"])
-    heads = {k: v.detach().cpu().contiguous() for k, v in task.tower.export_state_dict().items()}
-    save_file(heads, str(tmp / HEADS_FILE), metadata=SAFETENSORS_METADATA)
     (tmp / "data_card.yaml").write_text(card_text)
     (tmp / REPRODUCE_FILE).write_text(config_text)
     if merge:
-        meta["files"] += write_merged(task, tmp)
+        meta["files"] += write_merged(model, tmp)
     if onnx:
         from domainclip.export.onnx import write_onnx
 
-        meta["files"] += write_onnx(task, tmp)
+        meta["files"] += write_onnx(model, tmp)
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     (tmp / "MODEL_CARD.md").write_text(render_model_card(meta))
     write_sums(tmp)

@@ -14,14 +14,12 @@ from domainclip.errors import BundleError, DomainClipError, ReadError
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
 from domainclip.export.base_models import resolve_base
-from domainclip.export.bundle import HEADS_FILE, SUMS_FILE, recover_interrupted
+from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
-from domainclip.fileio import load_safetensors, sha256_file
-from domainclip.methods import build_method
-from domainclip.methods.base import PromptSet
+from domainclip.fileio import sha256_file
+from domainclip.model import AdaptedModel
+from domainclip.model.adapted import SPEC_FILE, read_spec
 from domainclip.readers import read, read_record
-from domainclip.towers import build_tower
-from domainclip.towers.band_projection import BandProjection
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 from domainclip.transforms.spatial import min_side_for
 
@@ -102,35 +100,34 @@ def read_metadata(bundle: Path) -> dict:
 
 
 class Predictor:
-    """Class probabilities for images, reproducing the bundle's evaluation."""
+    """Class probabilities for images, reproducing the bundle's evaluation: the bundle's
+    ``AdaptedModel`` plus its metadata (reader, preprocessing, temperature, thresholds, sets)."""
 
-    def __init__(self, bundle: Path, meta: dict, tower, method):
-        self.bundle, self.meta, self.tower, self.method = bundle, meta, tower.eval(), method
+    def __init__(self, bundle: Path, meta: dict, model: AdaptedModel):
+        self.bundle, self.meta, self.model = bundle, meta, model.eval()
         self.classes: list[str] = list(meta["classes"])
         pre = meta["preprocessing"]
         self.preprocess = Preprocess(size=pre["size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]))
         self.domain = DomainOptions.from_dict(pre.get("domain"))
         self.reader, self.reader_options, self.units = pre["reader"], pre.get("reader_options", {}), pre.get("units")
-        tok = tower.tokenize(meta["captions"]["texts"])
-        self.prompts = PromptSet(tok["input_ids"], tok["attention_mask"], torch.tensor(meta["captions"]["labels"]),
-                                 self.classes)
-        self._class_emb = self._static_class_embeddings()
+        with torch.inference_mode():  # encoded once when they do not depend on the image
+            self._class_emb = model.class_embeddings() if model.method.static_classes else None
 
-    @torch.inference_mode()
-    def _static_class_embeddings(self) -> torch.Tensor | None:
-        """Class embeddings encoded once, when they do not depend on the image (everything but
-        CoCoOp and methods with their own scoring): predictions then run the image tower only."""
-        from domainclip.methods.base import Method
+    @property
+    def tower(self):
+        """The bundle's tower (with any LoRA layers in place)."""
+        return self.model.tower
 
-        if type(self.method).logits is not Method.logits or getattr(self.method, "conditional", False):
-            return None
-        return self.method.class_embeddings(self.tower, self.prompts)
+    @property
+    def method(self):
+        """The bundle's method."""
+        return self.model.method
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str], labels: list[int] | None = None) -> torch.Tensor:
         """Normalised text embeddings; with ``labels``, the per-class prompt-ensemble means."""
         tok = self.tower.tokenize(texts)
-        emb = F.normalize(self.tower.encode_text(tok["input_ids"], tok["attention_mask"]), dim=-1)
+        emb = self.model.embed_texts(tok["input_ids"], tok["attention_mask"])
         if labels is None:
             return emb
         out = torch.zeros(len(self.classes), emb.shape[-1]).index_add_(0, torch.tensor(labels), emb)
@@ -178,18 +175,12 @@ class Predictor:
     @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
         """Normalised image embeddings for paths, (C, H, W) arrays, or a ready (B, C, S, S) tensor."""
-        pixels = self._pixels(images)
-        return F.normalize(self.tower.encode_image(pixels), dim=-1)
+        return self.model.embed_images(self._pixels(images))
 
     @torch.inference_mode()
     def raw_logits(self, images) -> torch.Tensor:
         """(N, K) logits of the method before calibration."""
-        pixels = self._pixels(images)
-        if self._class_emb is None:
-            return self.method.logits(self.tower, {"pixels": pixels}, self.prompts)
-        img = F.normalize(self.tower.encode_image(pixels), dim=-1)
-        bias = self.tower.logit_bias if self.tower.logit_bias is not None else 0.0
-        return self.tower.logit_scale * img @ self._class_emb.t() + bias
+        return self.model.logits(self._pixels(images), class_embeddings=self._class_emb)
 
     @torch.inference_mode()
     def logits(self, images) -> torch.Tensor:
@@ -293,23 +284,16 @@ def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:
     if verify:
         verify_sums(bundle, files)
     meta = read_metadata(bundle)
-    tower = build_tower(resolve_base(bundle, meta["tower"], base, verify))
-    if meta.get("input_adapter"):
-        spec, pre = meta["input_adapter"], tower.preprocess
-        tower.input_adapter = BandProjection(spec["in_channels"], spec["init"], pre.mean, pre.std)
-    method = build_method(meta["method"]["config"])
+    tower = resolve_base(bundle, meta["tower"], base, verify)
+    spec = read_spec(bundle)
+    if spec["method"] != meta["method"]["config"] or spec["classes"] != meta["classes"]:
+        raise BundleError(f"{bundle}: {SPEC_FILE} and metadata.json disagree on the method or the classes; "
+                          "re-export the bundle")
     try:
-        method.load(tower, bundle, list(meta["classes"]))
+        model = AdaptedModel.load(bundle, tower=tower)
     except DomainClipError:
         raise
     except Exception as exc:  # noqa: BLE001 - peft/safetensors errors on damaged adapter files
         raise BundleError(f"{bundle}: the {meta['method']['name']} adapter files cannot be loaded "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); re-export the bundle") from None
-    heads = load_safetensors(bundle / HEADS_FILE)
-    with torch.no_grad():
-        for name, tensor in tower.export_state_dict().items():
-            if name not in heads or heads[name].shape != tensor.shape:
-                raise BundleError(f"{bundle}/{HEADS_FILE}: tensor '{name}' is missing or has the wrong shape; "
-                                  "re-export the bundle")
-            tensor.copy_(heads[name])
-    return Predictor(bundle, meta, tower, method)
+    return Predictor(bundle, meta, model)

@@ -11,12 +11,12 @@ from domainclip.errors import ConfigError
 MERGED_DIR = "merged"
 
 
-def write_merged(task, out_dir: Path) -> list[str]:
+def write_merged(model, out_dir: Path) -> list[str]:
     """Save the merged transformers model (and tokenizer) under ``out_dir/merged``; returns files."""
-    method, tower = task.method, task.tower
+    method, tower = model.method, model.tower
     if method.name != "lora":
         raise ConfigError(f"export.merge=true needs method=lora (got '{method.name}')")
-    merged = copy.deepcopy(method.peft_model).merge_and_unload()
+    merged = copy.deepcopy(model.adapters["lora"].peft_model).merge_and_unload()
     if not hasattr(merged, "save_pretrained"):
         raise ConfigError("export.merge=true needs the LoRA'd side(s) to form one transformers model; "
                           "with a two-tower model use method.sides=[text]")

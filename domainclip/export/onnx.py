@@ -5,7 +5,6 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from domainclip.errors import BundleError
@@ -16,33 +15,33 @@ ONNX_FILE = "image_encoder.onnx"
 class ImageEmbedder(nn.Module):
     """Pixels (B, C, S, S), normalised as in ``metadata.preprocessing`` -> L2-normalised embeddings."""
 
-    def __init__(self, tower):
+    def __init__(self, model):
         super().__init__()
-        self.tower = tower
+        self.model = model
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.tower.encode_image(pixels), dim=-1)
+        return self.model.embed_images(pixels)
 
 
-def _merged_copy(tower) -> nn.Module:
+def _merged_copy(model) -> nn.Module:
     from peft.tuners.lora import LoraLayer
 
-    tower = copy.deepcopy(tower).eval()
-    for module in tower.modules():
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
         if isinstance(module, LoraLayer):
             module.merge()
-    return tower
+    return model
 
 
-def write_onnx(task, out_dir: Path, atol: float = 1e-4) -> list[str]:
+def write_onnx(adapted, out_dir: Path, atol: float = 1e-4) -> list[str]:
     """Export, then check onnxruntime against PyTorch on random input; returns the file written."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise BundleError("export.onnx=true needs onnx and onnxruntime: pip install 'domainclip[onnx]'") from exc
-    model = ImageEmbedder(_merged_copy(task.tower))
-    pre = task.tower.preprocess
-    channels = task.tower.input_adapter.proj.in_channels if task.tower.input_adapter is not None else 3
+    model = ImageEmbedder(_merged_copy(adapted))
+    pre = adapted.tower.preprocess
+    channels = adapted.input_adapter.proj.in_channels if adapted.input_adapter is not None else 3
     example = torch.randn(2, channels, pre.size, pre.size, generator=torch.Generator().manual_seed(0))
     path = Path(out_dir) / ONNX_FILE
     torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["pixels"], output_names=["embedding"],

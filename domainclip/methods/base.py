@@ -1,5 +1,5 @@
-"""The Method contract: which parameters train, the forward pass that scores classes, the
-training objective, and what gets exported."""
+"""The Method contract: which parameters train, the modules it adds, how it scores classes, how
+the pipeline trains it, and what gets exported."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,20 +42,24 @@ def ensemble(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch
     return F.normalize(out.index_add_(0, labels.to(emb.device), emb), dim=-1)
 
 
-def image_embeddings(tower: Tower, batch: dict) -> torch.Tensor:
-    """Normalised image embeddings from cached ``features`` or raw ``pixels``."""
-    emb = tower.image_head(batch["features"]) if "features" in batch else tower.encode_image(batch["pixels"])
-    return F.normalize(emb, dim=-1)
+def scaled_similarity(tower: Tower, image_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """The one scoring formula: ``logit_scale * cos(image, class) + logit_bias``; ``class_emb`` is
+    (K, D), or (B, K, D) when the classes are conditioned on each image."""
+    sims = image_emb @ class_emb.t() if class_emb.ndim == 2 else torch.einsum("bd,bkd->bk", image_emb, class_emb)
+    return tower.logit_scale * sims + (tower.logit_bias if tower.logit_bias is not None else 0.0)
 
 
 class Method:
-    """Base class: zero-shot scoring with the template prompt ensemble.
+    """A pure adapter: which parameters train, the modules it adds, how it scores classes and the
+    files it exports. It never drives a trainer, reads data or sets attributes on the tower.
 
-    ``objective`` is ``contrastive`` (image-caption pairs), ``classification`` (cross-entropy over
-    class prompts) or ``none`` (no gradient training; ``fit`` may still fit something in closed form).
+    ``training`` names how the pipeline trains it: ``gradient`` (Lightning steps with the
+    ``objective`` loss: ``contrastive`` image-caption pairs or ``classification`` cross-entropy
+    over the class logits), ``closed_form``, ``weight_sweep`` or ``none``.
     """
 
     name = "base"
+    training = "gradient"
     objective = "contrastive"
     export_files: tuple[str, ...] = ()
 
@@ -66,57 +70,60 @@ class Method:
 
     @property
     def trains(self) -> bool:
-        return self.objective != "none"
+        return self.training != "none"
 
     def heads_train(self, tower: Tower) -> bool:
         """Heads train when asked, or by default when the tower's heads are not pretrained (LiT)."""
         return (not tower.heads_pretrained) if self.train_heads is None else bool(self.train_heads)
 
-    def prepare(self, tower: Tower, class_names: list[str]) -> None:
-        """Freeze everything, then open up the heads (and the input adapter)."""
-        freeze(tower)
-        if self.heads_train(tower):
-            for t in tower.head_state_dict().values():
+    def prepare(self, model) -> dict[str, nn.Module]:
+        """Freeze the tower, open up the heads and the input adapter; returns the method's own
+        modules (none here), which the ``AdaptedModel`` holds."""
+        freeze(model.tower)
+        if self.heads_train(model.tower):
+            for t in model.tower.head_state_dict().values():
                 t.requires_grad_(True)
-        if tower.input_adapter is not None:
-            tower.input_adapter.requires_grad_(True)
+        if model.input_adapter is not None:
+            model.input_adapter.requires_grad_(True)
+        return {}
+
+    def restore(self, model, folder: Path) -> dict[str, nn.Module]:
+        """The method's modules rebuilt on a fresh model and loaded from ``folder`` (what ``save`` wrote)."""
+        return self.prepare(model)
+
+    def save(self, model, folder: Path) -> None:
+        """Write this method's weights (``export_files``) into ``folder``, safetensors only."""
+
+    def tower_tensors(self, model) -> list[str]:
+        """Names of the tower's own tensors this method changes in place (LoRA layers, full
+        fine-tuning); heads are counted by the model."""
+        return []
 
     @property
     def image_backbone_frozen(self) -> bool:
         """True when image features can be computed once and cached."""
         return True
 
-    def class_embeddings(self, tower: Tower, prompts: PromptSet, image_emb: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def static_classes(self) -> bool:
+        """True when the class embeddings do not depend on the image (they can be encoded once)."""
+        return True
+
+    def class_embeddings(self, model, prompts: PromptSet, image_emb: torch.Tensor | None = None) -> torch.Tensor:
         """(K, D) class embeddings (or (B, K, D) when conditioned on the images)."""
-        emb = tower.encode_text(prompts.input_ids, prompts.attention_mask)
+        emb = model.tower.encode_text(prompts.input_ids, prompts.attention_mask)
         return ensemble(emb, prompts.labels, prompts.num_classes)
 
-    def logits(self, tower: Tower, batch: dict, prompts: PromptSet) -> torch.Tensor:
+    def logits(self, model, batch: dict, prompts: PromptSet, class_emb: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) scaled cosine logits of the batch's images against the classes."""
-        img = image_embeddings(tower, batch)
-        cls = self.class_embeddings(tower, prompts, img)
-        sims = img @ cls.t() if cls.ndim == 2 else torch.einsum("bd,bkd->bk", img, cls)
-        return tower.logit_scale * sims + (tower.logit_bias if tower.logit_bias is not None else 0.0)
-
-    def fit(self, task, datamodule, make_trainer) -> dict:
-        """Train; returns a report for metrics.json. Default: Lightning ``Trainer.fit``."""
-        if self.trains:
-            trainer = make_trainer()
-            trainer.fit(task, datamodule=datamodule, ckpt_path=getattr(trainer, "resume_ckpt", None))
-        return {}
-
-    def export(self, tower: Tower, out_dir: Path) -> None:
-        """Write this method's weights (``export_files``) into ``out_dir``, safetensors only."""
-
-    def load(self, tower: Tower, bundle_dir: Path, class_names: list[str]) -> None:
-        """Rebuild this method's modules on a fresh tower and load the exported weights (frozen)."""
-        self.prepare(tower, class_names)
-        freeze(tower)
+        img = model.embed_images(batch)
+        cls = class_emb if class_emb is not None else self.class_embeddings(model, prompts, img)
+        return scaled_similarity(model.tower, img, cls)
 
 
 def build_method(cfg: dict) -> Method:
     """Build the method named by ``cfg['name']``."""
-    from domainclip import methods  # noqa: F401 - registers the built-in methods
+    from domainclip import methods  # noqa: F401 - registers the built-in methods (the package imports this module)
 
     cfg = dict(cfg)
     return METHODS.get(cfg.pop("name"))(**cfg)

@@ -7,7 +7,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from domainclip.errors import ConfigError
-from domainclip.methods.base import METHODS, Method, freeze
+from domainclip.methods.base import METHODS, Method
 
 MODEL_FILE = "model.safetensors"
 
@@ -54,19 +54,23 @@ class Full(Method):
     def image_backbone_frozen(self) -> bool:
         return self.lock_image
 
-    def prepare(self, tower, class_names) -> None:
-        super().prepare(tower, class_names)
+    def prepare(self, model) -> dict[str, nn.Module]:
+        modules = super().prepare(model)
         if not self.lock_image:
-            unlock(tower.image_encoder, self.unlocked_layers)
+            unlock(model.tower.image_encoder, self.unlocked_layers)
         if not self.lock_text:
-            unlock(tower.text_encoder, self.unlocked_layers)
+            unlock(model.tower.text_encoder, self.unlocked_layers)
+        return modules
 
-    def export(self, tower, out_dir: Path) -> None:
-        save_model(tower, str(Path(out_dir) / MODEL_FILE), metadata={"format": "pt"})
+    def tower_tensors(self, model) -> list[str]:
+        return list(model.tower.state_dict())
 
-    def load(self, tower, bundle_dir: Path, class_names) -> None:
-        super().prepare(tower, class_names)
-        missing, unexpected = load_model(tower, str(Path(bundle_dir) / MODEL_FILE), strict=False)
-        if unexpected or [m for m in missing if not m.startswith("input_adapter")]:
+    def save(self, model, folder: Path) -> None:
+        save_model(model.tower, str(Path(folder) / MODEL_FILE), metadata={"format": "pt"})
+
+    def restore(self, model, folder: Path) -> dict[str, nn.Module]:
+        modules = super().prepare(model)
+        missing, unexpected = load_model(model.tower, str(Path(folder) / MODEL_FILE), strict=False)
+        if unexpected or missing:
             raise ConfigError(f"{MODEL_FILE} does not match the tower: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        freeze(tower)
+        return modules

@@ -4,8 +4,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from torch import nn
+
 from domainclip.errors import ConfigError
-from domainclip.methods.base import METHODS, Method, freeze
+from domainclip.methods.base import METHODS, Method
 
 SIDES = ("image", "text")
 
@@ -35,7 +37,6 @@ class LoRA(Method):
             raise ConfigError(f"method.sides={self.sides}: allowed values are {list(SIDES)}")
         self.r, self.alpha, self.dropout = int(r), int(alpha), float(dropout)
         self.targets = dict(targets or {})
-        self.peft_model = None
 
     @property
     def image_backbone_frozen(self) -> bool:
@@ -50,26 +51,38 @@ class LoRA(Method):
                          target_modules=target_regex({s: prefixes[s] for s in self.sides}, targets))
         return base, cfg
 
-    def prepare(self, tower, class_names) -> None:
+    def prepare(self, model) -> dict[str, nn.Module]:
         from peft import get_peft_model
 
-        super().prepare(tower, class_names)
-        base, cfg = self.lora_config(tower)
-        self.peft_model = get_peft_model(base, cfg)  # injects in place; the wrapper is for saving
+        super().prepare(model)
+        base, cfg = self.lora_config(model.tower)
+        return {"lora": LoraHandle(get_peft_model(base, cfg))}  # injects in place; the wrapper saves
 
     export_files = ("adapter_config.json", "adapter_model.safetensors")
 
-    def export(self, tower, out_dir: Path) -> None:
+    def tower_tensors(self, model) -> list[str]:
+        return [n for n in model.tower.state_dict() if "lora_" in n]
+
+    def save(self, model, folder: Path) -> None:
         """peft's own layout: ``adapter_config.json`` + ``adapter_model.safetensors``."""
-        self.peft_model.save_pretrained(out_dir, safe_serialization=True)
-        readme = Path(out_dir) / "README.md"  # peft's stub card; the bundle has MODEL_CARD.md
+        model.adapters["lora"].peft_model.save_pretrained(folder, safe_serialization=True)
+        readme = Path(folder) / "README.md"  # peft's stub card; the bundle has MODEL_CARD.md
         if readme.is_file():
             readme.unlink()
 
-    def load(self, tower, bundle_dir: Path, class_names) -> None:
+    def restore(self, model, folder: Path) -> dict[str, nn.Module]:
         from peft import PeftModel
 
-        super(LoRA, self).prepare(tower, class_names)  # heads and adapter flags, no fresh LoRA
-        base, _ = tower.lora_scope(self.sides)
-        self.peft_model = PeftModel.from_pretrained(base, bundle_dir)
-        freeze(tower)
+        super().prepare(model)  # heads and adapter flags, no fresh LoRA
+        base, _ = model.tower.lora_scope(self.sides)
+        return {"lora": LoraHandle(PeftModel.from_pretrained(base, folder))}
+
+
+class LoraHandle(nn.Module):
+    """Holds the peft wrapper for saving and merging. The LoRA layers themselves live inside the
+    tower (peft injects them in place), so the wrapper is kept out of the module tree: its
+    parameters are counted once, under the tower."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        object.__setattr__(self, "peft_model", peft_model)

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from domainclip.fileio import load_safetensors as load_file
-from domainclip.methods.base import METHODS, Method, PromptSet, freeze
+from domainclip.methods.base import METHODS, Method, PromptSet
 
 PLACEHOLDER = "X"
 PROMPT_FILE = "prompt_learner.safetensors"
@@ -83,22 +83,27 @@ class CoOp(Method):
         super().__init__(**kwargs)
         self.n_ctx, self.class_specific = int(n_ctx), bool(class_specific)
 
-    def prepare(self, tower, class_names) -> None:
-        super().prepare(tower, class_names)
-        meta_dim = tower.embed_dim if self.conditional else None
-        tower.prompt_learner = PromptLearner(tower, class_names, self.n_ctx, self.class_specific, meta_dim)
+    @property
+    def static_classes(self) -> bool:
+        return not self.conditional
 
-    def class_embeddings(self, tower, prompts: PromptSet, image_emb=None):
-        return tower.prompt_learner.encode(tower, image_emb if self.conditional else None)
+    def prepare(self, model) -> dict[str, nn.Module]:
+        super().prepare(model)
+        meta_dim = model.tower.embed_dim if self.conditional else None
+        return {"prompt_learner": PromptLearner(model.tower, model.class_names, self.n_ctx, self.class_specific,
+                                                meta_dim)}
 
-    def export(self, tower, out_dir: Path) -> None:
-        state = {k: v.detach().contiguous() for k, v in tower.prompt_learner.state_dict().items()}
-        save_file(state, str(Path(out_dir) / PROMPT_FILE), metadata={"format": "pt"})
+    def class_embeddings(self, model, prompts: PromptSet, image_emb=None):
+        return model.adapters["prompt_learner"].encode(model.tower, image_emb if self.conditional else None)
 
-    def load(self, tower, bundle_dir: Path, class_names) -> None:
-        self.prepare(tower, class_names)
-        tower.prompt_learner.load_state_dict(load_file(str(Path(bundle_dir) / PROMPT_FILE)))
-        freeze(tower)
+    def save(self, model, folder: Path) -> None:
+        state = {k: v.detach().contiguous() for k, v in model.adapters["prompt_learner"].state_dict().items()}
+        save_file(state, str(Path(folder) / PROMPT_FILE), metadata={"format": "pt"})
+
+    def restore(self, model, folder: Path) -> dict[str, nn.Module]:
+        modules = self.prepare(model)
+        modules["prompt_learner"].load_state_dict(load_file(str(Path(folder) / PROMPT_FILE)))
+        return modules
 
 
 @METHODS.register("cocoop")

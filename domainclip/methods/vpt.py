@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from domainclip.errors import ConfigError
 from domainclip.fileio import load_safetensors as load_file
-from domainclip.methods.base import METHODS, Method, freeze
+from domainclip.methods.base import METHODS, Method
 
 VPT_FILE = "visual_prompts.safetensors"
 
@@ -63,21 +64,20 @@ class VPT(Method):
     def image_backbone_frozen(self) -> bool:
         return False  # prompts change the backbone's output
 
-    def prepare(self, tower, class_names) -> None:
-        from domainclip.errors import ConfigError
-
-        super().prepare(tower, class_names)
+    def prepare(self, model) -> dict[str, nn.Module]:
+        super().prepare(model)
+        tower = model.tower
         try:
             embeddings, hidden = tower.vision_embeddings()
-            tower.visual_prompts = VisualPrompts(embeddings, hidden, self.n_tokens)
+            return {"visual_prompts": VisualPrompts(embeddings, hidden, self.n_tokens)}
         except ConfigError:  # not a ViT: pixel-space padding prompts instead
-            tower.visual_prompts = PaddingPrompts(tower.image_encoder, tower.preprocess.size, self.pad)
+            return {"visual_prompts": PaddingPrompts(tower.image_encoder, tower.preprocess.size, self.pad)}
 
-    def export(self, tower, out_dir: Path) -> None:
-        save_file({"tokens": tower.visual_prompts.tokens.detach().contiguous()}, str(Path(out_dir) / VPT_FILE),
-                  metadata={"format": "pt"})
+    def save(self, model, folder: Path) -> None:
+        save_file({"tokens": model.adapters["visual_prompts"].tokens.detach().contiguous()},
+                  str(Path(folder) / VPT_FILE), metadata={"format": "pt"})
 
-    def load(self, tower, bundle_dir: Path, class_names) -> None:
-        self.prepare(tower, class_names)
-        tower.visual_prompts.load_state_dict(load_file(str(Path(bundle_dir) / VPT_FILE)))
-        freeze(tower)
+    def restore(self, model, folder: Path) -> dict[str, nn.Module]:
+        modules = self.prepare(model)
+        modules["visual_prompts"].load_state_dict(load_file(str(Path(folder) / VPT_FILE)))
+        return modules

@@ -9,10 +9,11 @@ class ZeroShot(Method):
     """Uses the tower as it is."""
 
     name = "zero_shot"
-    objective = "none"
+    training = "none"
 
     def __init__(self, **kwargs):
         super().__init__(train_heads=False, **{k: v for k, v in kwargs.items() if k != "train_heads"})
 
-    def prepare(self, tower, class_names) -> None:
-        freeze(tower)
+    def prepare(self, model) -> dict:
+        freeze(model)
+        return {}

@@ -49,7 +49,6 @@ class Tower(nn.Module):
         super().__init__()
         self.log_logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.logit_bias: nn.Parameter | None = None
-        self.input_adapter: nn.Module | None = None  # e.g. a learnable band projection
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -67,9 +66,7 @@ class Tower(nn.Module):
         return self
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Backbone features (before the head), after the optional input adapter."""
-        if self.input_adapter is not None:
-            pixels = self.input_adapter(pixels)
+        """Backbone features (before the head)."""
         return self.backbone_features(pixels)
 
     def backbone_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -132,13 +129,6 @@ class Tower(nn.Module):
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """Projection heads and temperature: what a LiT-style method trains besides adapters."""
         raise NotImplementedError
-
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
-        """Heads, temperature and the input adapter: the trained non-adapter tensors."""
-        state = dict(self.head_state_dict())
-        if self.input_adapter is not None:
-            state.update({f"input_adapter.{k}": v for k, v in self.input_adapter.state_dict().items()})
-        return state
 
     def enable_activation_checkpointing(self) -> None:
         """Recompute transformer-block activations in backward (``transformers`` gradient
