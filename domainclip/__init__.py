@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-__version__ = "0.1.0"
+from domainclip.version import __version__
+
 DEMO_CARDS = ("demo_pathology", "demo_radiology", "demo_satellite")
 
 

@@ -49,6 +49,26 @@ def composition_error(argv: list[str]) -> str | None:
     return None
 
 
+def value_error(argv: list[str]) -> str | None:
+    """The run's config checks (types, ranges, unknown tower/method/loss keys) on the composed
+    config, before Lightning is imported, so a bad value fails in seconds; ``None`` when they pass
+    or when Hydra's own flags are given (the run checks again in any case)."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.config_checks import check_run_config
+    from domainclip.errors import ConfigError, one_line
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=list(argv))
+    try:
+        check_run_config(cfg)
+    except ConfigError as exc:
+        return one_line(exc)
+    return None
+
+
 def describe_composition_error(exc: Exception) -> str:
     """Hydra's message as one line; an unknown key says how to find the real ones."""
     from hydra.errors import MissingConfigException
@@ -75,7 +95,7 @@ def main() -> None:
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("WANDB_MODE", "offline")
-    problem = composition_error(sys.argv[1:])
+    problem = composition_error(sys.argv[1:]) or value_error(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -9,6 +9,8 @@ import argparse
 import sys
 from collections import Counter
 
+from domainclip.data.card_data import load_card_data
+from domainclip.data.preflight import find_unreadable
 from domainclip.errors import DomainClipError
 
 
@@ -43,8 +45,6 @@ def decoder_status(uid) -> str:
 
 def diagnose(card_ref: str) -> list[str]:
     """Print the report; return the list of problems found."""
-    from domainclip.data.card_data import load_card_data
-    from domainclip.data.preflight import find_unreadable
 
     problems = []
     try:

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import torch
 
+from domainclip import load_bundle
+from domainclip.data import load_card_data
 from domainclip.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
+from domainclip.evaluation.metrics import classification_metrics
+from domainclip.evaluation.multilabel import evaluate_multilabel
+from domainclip.report import _ci, conformal_lines
 
 
 def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
@@ -27,10 +33,6 @@ def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
 def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", base: str | None = None) -> dict:
     """Metrics of ``bundle`` on ``card``'s split (``all`` = every record). Temperature and
     operating points are the bundle's, locked on its own validation split; nothing is refitted."""
-    from domainclip import load_bundle
-    from domainclip.data import load_card_data
-    from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
-    from domainclip.evaluation.metrics import classification_metrics
 
     predictor = load_bundle(bundle, base=base)
     data = load_card_data(card, on_error="fail")
@@ -44,8 +46,6 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", b
     result = {"bundle": str(bundle), "card": data.card.name, "card_digest": data.digest, "split": split}
     meta = predictor.meta
     if data.card.task == "multi_label":
-        from domainclip.evaluation.multilabel import evaluate_multilabel
-
         targets = torch.stack([torch.zeros(len(data.class_names)).index_fill_(0, torch.tensor(r.labels), 1.0)
                                for r in records])
         clinical = meta["metrics"].get("clinical", {})
@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary_lines(result: dict, out: str | None) -> str:
     """What a reviewer reads first; the full JSON goes to ``out=DIR/metrics.json``."""
-    from domainclip.report import _ci, conformal_lines
 
     img = result["clinical"]["image_level"]
     lines = [f"{result['card']} ({result['split']}, n={result['clinical'].get('n', img.get('n'))}) scored by {result['bundle']}",

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 
 import torch
 
+from domainclip.distributed import world
 from domainclip.errors import ConfigError
 
 
@@ -75,7 +76,6 @@ def grad_cache_backward(task, batch: dict, epoch: int, chunk: int,
 
 def all_reduce_gradients(params) -> None:
     """Average gradients over ranks (after ``no_sync`` backward passes); a no-op on one process."""
-    from domainclip.distributed import world
 
     _, size = world()
     if size == 1:

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 from domainclip.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.reliability.capsule import changed_files
+from domainclip.run import run
 
 
 def check_data(run_dir: Path) -> list[str]:
     """Files that differ from the capsule (empty when the data is unchanged)."""
-    from domainclip.reliability.capsule import changed_files
 
     capsule = Path(run_dir) / "capsule" / "data.json"
     if not capsule.is_file():
@@ -30,7 +31,6 @@ def replay(run_dir: Path, out: Path | None = None, allow_changed_data: bool = Fa
     """Rerun ``run_dir``'s config after checking its data; returns the new run's ``Result``."""
     from omegaconf import OmegaConf
 
-    from domainclip.run import run
 
     run_dir = Path(run_dir)
     changed = check_data(run_dir)

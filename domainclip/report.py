@@ -5,6 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from domainclip.evaluation import figures
+from domainclip.evaluation.multilabel import probabilities
+
 
 def _rows(summary: dict) -> list[tuple[str, str, float, float, float]]:
     m = summary["metrics"]
@@ -83,11 +86,8 @@ Brier {cal['brier_before']:.3f} -> {cal['brier_after']:.3f}.
 
 def write_figures(report_dir: Path, after_test, clinical: dict, class_names: list[str]) -> None:
     """ROC/PR with operating points, reliability diagram and confusion matrix as PNG."""
-    from domainclip.evaluation import figures
 
     if clinical.get("multi_label"):
-        from domainclip.evaluation.multilabel import probabilities
-
         probs = probabilities(after_test.logits, clinical["temperature"], clinical["bias"]).numpy()
         positives = after_test.targets.numpy().astype(int)
     else:

@@ -21,7 +21,11 @@ from domainclip.distributed import launch_rank
 from domainclip.errors import DomainClipError, one_line
 from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.clinical import EvalSettings, compare, evaluate_model
+from domainclip.evaluation.multilabel import compare_multilabel, evaluate_multilabel
 from domainclip.evaluation.retrieval import task_retrieval
+from domainclip.export import write_bundle
+from domainclip.export.phi import audit_run_texts, identifying_values
+from domainclip.few_shot_protocol import run_few_shot
 from domainclip.fileio import atomic_write_text
 from domainclip.objectives import Adaptation, adapt
 from domainclip.reference import ReferenceZeroShot
@@ -67,8 +71,6 @@ class RunParts:
     def identifying_values(self) -> dict[str, str]:
         """The data's identifying values, for the audit before training and the export audit."""
         if self.identifiers is None:
-            from domainclip.export.phi import identifying_values
-
             self.identifiers = identifying_values(self.data)
         return self.identifiers
 
@@ -85,8 +87,6 @@ def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings)
                "zero_shot_after": {s: classification_metrics(p.logits, p.targets, names) for s, p in after.items()}}
     if {"val", "test"} <= set(after):
         if data.card.task == "multi_label":
-            from domainclip.evaluation.multilabel import compare_multilabel, evaluate_multilabel
-
             metrics["clinical"] = evaluate_multilabel(after["val"], after["test"], names, settings)
             metrics["before_vs_after"] = compare_multilabel(before["test"], after["test"], settings)
         else:
@@ -153,7 +153,6 @@ def setup(cfg: DictConfig) -> RunParts:
 
 def export_bundle(parts: RunParts, metrics: dict) -> Path:
     """PHI-audited bundle of the task's current weights into ``run_dir/bundle``."""
-    from domainclip.export import write_bundle
 
     cfg, data = parts.cfg, parts.data
     return write_bundle(parts.run_dir / "bundle", parts.task.model, bundle_metadata(parts, metrics), data.card,
@@ -192,8 +191,6 @@ def run(cfg: DictConfig) -> Result:
     """
     seeds = list(cfg.data.get("seeds") or [])
     if cfg.data.get("shots") and seeds:
-        from domainclip.few_shot_protocol import run_few_shot
-
         return run_few_shot(cfg, seeds, run_once)
     return run_once(cfg)
 
@@ -214,7 +211,6 @@ def run_once(cfg: DictConfig) -> Result:
 
 def audit_before_writing(parts: RunParts) -> None:
     """PHI audit of captions, class names, hyper-parameters and config before the first write."""
-    from domainclip.export.phi import audit_run_texts
 
     texts = {"captions": parts.bank.texts, "classes": parts.data.class_names, "hparams": dict(parts.task.hparams),
              "config": OmegaConf.to_yaml(parts.cfg, resolve=True)}

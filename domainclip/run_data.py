@@ -11,6 +11,8 @@ from domainclip.data.features import cache_key, cached_features
 from domainclip.evaluation import task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions
 from domainclip.paths import cache_dir
+from domainclip.readers import read
+from domainclip.shards.source import shard_cache_key, shard_datasets
 from domainclip.task import ContrastiveTask
 from domainclip.transforms.pipeline import DomainOptions
 
@@ -21,8 +23,6 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
     card = data.card
     shards = (source or cfg.data.get("source", "files")) == "shards"
     if shards:
-        from domainclip.shards.source import shard_cache_key, shard_datasets
-
         images = shard_datasets(cfg, data, task.tower, pool_ids)
     else:
         domain = DomainOptions.from_dict(card.transforms)
@@ -44,7 +44,6 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
 
 def sample_meta(data: CardData) -> dict:
     """Reader metadata of the first sample (units, bands) for preprocessing decisions."""
-    from domainclip.readers import read
 
     first = next(r for recs in data.splits.values() for r in recs)
     opts = {**data.card.reader.options, **first.extra.get("read_options", {})}

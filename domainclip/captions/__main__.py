@@ -10,13 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from domainclip.captions.build import prepare_captions
+from domainclip.captions.review import export_review, import_review, load_approved
+from domainclip.cards import load_card
+from domainclip.data.card_data import load_card_data
 from domainclip.errors import USER_ERRORS, one_line
 
 
 def _bank(args):
-    from domainclip.captions.build import prepare_captions
-    from domainclip.data.card_data import load_card_data
-
     data = load_card_data(args.card)
     llm = {"path": args.llm, "n": args.llm_n, "seed": args.seed} if getattr(args, "llm", None) else None
     return data, *prepare_captions(data, llm=llm)
@@ -42,8 +43,6 @@ def _pool_labels(data, bank) -> list[tuple]:
 
 
 def export(args) -> int:
-    from domainclip.captions.review import export_review, load_approved
-
     data, bank, _ = _bank(args)
     out = Path(args.out or f"{data.card.name}.captions-review.csv")
     n = export_review(bank, data.class_names, out, load_approved(data.card.name))
@@ -52,9 +51,6 @@ def export(args) -> int:
 
 
 def import_(args) -> int:
-    from domainclip.captions.review import import_review
-    from domainclip.cards import load_card
-
     card, _ = load_card(args.card)
     approved, total = import_review(card.name, Path(args.file))
     print(f"{card.name}: {approved} of {total} captions approved")

@@ -5,6 +5,9 @@ from domainclip.captions.bank import CaptionBank, build_bank
 from domainclip.captions.llm import LLMSettings, expand
 from domainclip.captions.review import load_approved
 from domainclip.captions.templates import template_set_for
+from domainclip.data.identifiers import identifying_values  # the same values the export audit uses
+from domainclip.distributed import computed_once
+from domainclip.errors import ConfigError
 from domainclip.paths import cache_dir
 
 
@@ -17,8 +20,6 @@ def prepare_captions(data, template_set: str | None = None, llm: dict | None = N
     if llm and llm.get("path"):
         settings = LLMSettings(**llm)
         cache_file = cache_dir() / "captions" / f"{data.card.name}.jsonl"
-        from domainclip.distributed import computed_once
-        from domainclip.export.phi import identifying_values  # the same values the export audit uses
 
         with computed_once(cache_file):  # one process generates, the others then read the cache
             expansion = expand(data.card, data.digest, settings, cache_file, identifiers=tuple(identifying_values(data)))
@@ -30,8 +31,6 @@ def prepare_captions(data, template_set: str | None = None, llm: dict | None = N
                                                  if len(v) < settings.n]}
     approved = load_approved(data.card.name) if data.card.captions.require_review else None
     if data.card.captions.require_review and approved is None:
-        from domainclip.errors import ConfigError
-
         raise ConfigError(f"card '{data.card.name}' sets captions.require_review: true but was never reviewed; run "
                           f"'python -m domainclip.captions export-review {data.path}' then 'import-review'")
     bank = build_bank(data.card, data.splits, templates, expansion, approved, absent_findings)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from domainclip.captions.cache import CaptionCache
 from domainclip.captions.validate import CaptionRules, validate_captions
 
 PROMPT = (
@@ -101,7 +102,6 @@ def expand(card, card_digest: str, settings: LLMSettings, cache_file: Path | Non
 
     The model is loaded only if some class is missing from the cache.
     """
-    from domainclip.captions.cache import CaptionCache
 
     cache = CaptionCache(cache_file)
     model = model_id(settings.path)

@@ -5,6 +5,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from domainclip.data.identifiers import norm
+
 # Generic identifying patterns: dates, MRN-like numbers, DICOM UID roots, e-mails, phone numbers.
 PHI_PATTERNS = {
     "date": re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"),
@@ -13,11 +15,6 @@ PHI_PATTERNS = {
     "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
     "phone": re.compile(r"\+?\d[\d\s().-]{8,}\d"),
 }
-
-
-def norm(text: str) -> str:
-    """Lower-case, underscores to spaces, collapsed whitespace."""
-    return " ".join(text.lower().replace("_", " ").split())
 
 
 def mentions(text: str, names: list[str]) -> bool:

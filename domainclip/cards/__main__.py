@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from domainclip.data.card_data import load_card_data
 from domainclip.errors import USER_ERRORS, one_line
 
 
@@ -13,7 +14,6 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validate", help="validate a data card and its manifest")
     val.add_argument("card", help="path to a card YAML or a shipped card name")
     args = parser.parse_args(argv)
-    from domainclip.data.card_data import load_card_data
 
     try:
         data = load_card_data(args.card)

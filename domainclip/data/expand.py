@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from domainclip.cards.manifest import Record
+from domainclip.readers.raster import chip_grid
+from domainclip.readers.wsi import tile_grid
 
 GRID_OPTIONS = {
     "wsi": ("mpp", "tile_size", "min_tissue", "backend", "base_mpp", "max_tiles"),
@@ -14,10 +16,7 @@ GRID_OPTIONS = {
 def _grid(reader: str, path, options: dict) -> list[dict]:
     opts = {k: v for k, v in options.items() if k in GRID_OPTIONS[reader]}
     if reader == "wsi":
-        from domainclip.readers.wsi import tile_grid
-
         return tile_grid(path, **opts)
-    from domainclip.readers.raster import chip_grid
 
     return chip_grid(path, **opts)
 

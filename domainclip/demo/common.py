@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from domainclip.distributed import computed_once
+
 DEMO_VERSION = 4
 MARKER = ".domainclip-demo.json"
 
@@ -50,7 +52,6 @@ def generator_digest(generate: Callable) -> str:
 
 def ensure_generated(root: Path, name: str, seed: int, generate: Callable[[Path, int], None]) -> Path:
     """Generate the demo into ``root`` unless a complete copy of this version and seed is there."""
-    from domainclip.distributed import computed_once
 
     with computed_once(root):
         return _generate_unless_present(root, name, seed, generate)

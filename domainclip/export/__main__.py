@@ -12,12 +12,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from domainclip.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.reliability.checkpoint_io import safe_torch_load
+from domainclip.run import evaluate_trained, export_bundle, predictions, setup, write_summary
 
 
 def reexport(run_dir: Path, merge: bool | None = None) -> Path:
     """Rebuild the run's task from its config and checkpoint, then write ``bundle/`` again."""
-    from domainclip.reliability.checkpoint_io import safe_torch_load
-    from domainclip.run import evaluate_trained, export_bundle, predictions, setup, write_summary
 
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():

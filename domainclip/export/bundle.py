@@ -10,9 +10,14 @@ from pathlib import Path
 import torch
 
 from domainclip.export.base_models import portable_config, register_base
+from domainclip.export.merge import write_merged
 from domainclip.export.model_card import render_model_card
+from domainclip.export.onnx import write_onnx
+from domainclip.export.phi import audit, card_free_text, refuse_on_hits
+from domainclip.export.schema import SCHEMA_VERSION, validate_metadata
 from domainclip.fileio import sha256_file, writing
 from domainclip.model.adapted import HEADS_FILE  # noqa: F401 - the bundle's file names, re-exported
+from domainclip.version import __version__
 
 SUMS_FILE = "SHA256SUMS"
 REPRODUCE_FILE = "reproduce.yaml"  # the resolved run config; not config.yaml, which conf/ would shadow
@@ -30,9 +35,7 @@ def versions() -> dict:
     import pytorch_lightning
     import transformers
 
-    import domainclip
-
-    return {"domainclip": domainclip.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+    return {"domainclip": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "pytorch_lightning": pytorch_lightning.__version__, "python": platform.python_version()}
 
 
@@ -41,7 +44,6 @@ SAFETENSORS_METADATA = {"format": "pt"}
 
 def _free_text(meta: dict, card) -> dict:
     """The human-written or generated texts that generic PHI patterns are checked against."""
-    from domainclip.export.phi import card_free_text
 
     return {"classes": meta["classes"], "prompts": meta["captions"]["texts"], "card_text": card_free_text(card)}
 
@@ -53,8 +55,6 @@ def write_bundle(out_dir: Path, model, metadata: dict, card, card_text: str, con
     The audit covers metadata, model card, data card, config, every caption and the safetensors
     header metadata, before a single file is written; a hit raises ``BundleError``.
     """
-    from domainclip.export.phi import audit, refuse_on_hits
-    from domainclip.export.schema import SCHEMA_VERSION, validate_metadata
 
     out_dir = Path(out_dir)
     recover_interrupted(out_dir)
@@ -79,7 +79,6 @@ def write_bundle(out_dir: Path, model, metadata: dict, card, card_text: str, con
 
 def _write_files(tmp: Path, model, meta: dict, card_text: str, config_text: str, merge: bool, onnx: bool) -> None:
     """Every bundle file into the staging folder ``tmp``."""
-    from domainclip.export.merge import write_merged
 
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -91,8 +90,6 @@ def _write_files(tmp: Path, model, meta: dict, card_text: str, config_text: str,
     if merge:
         meta["files"] += write_merged(model, tmp)
     if onnx:
-        from domainclip.export.onnx import write_onnx
-
         meta["files"] += write_onnx(model, tmp)
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     (tmp / "MODEL_CARD.md").write_text(render_model_card(meta))

@@ -13,6 +13,7 @@ from domainclip.data.expand import file_cells, needs_expansion
 from domainclip.errors import BundleError, DomainClipError, ReadError
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
+from domainclip.evaluation.multilabel import probabilities
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
@@ -193,8 +194,6 @@ class Predictor:
         multi-label bundles per-class sigmoids with the temperature and biases from validation."""
         clinical = self.meta["metrics"].get("clinical", {})
         if clinical.get("multi_label"):
-            from domainclip.evaluation.multilabel import probabilities
-
             return probabilities(logits, clinical["temperature"], clinical["bias"])
         return (logits / float(self.meta.get("temperature", 1.0))).softmax(-1)
 

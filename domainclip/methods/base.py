@@ -122,8 +122,7 @@ class Method:
 
 
 def build_method(cfg: dict) -> Method:
-    """Build the method named by ``cfg['name']``."""
-    from domainclip import methods  # noqa: F401 - registers the built-in methods (the package imports this module)
-
+    """Build the method named by ``cfg['name']`` (importing this module imports the
+    ``domainclip.methods`` package first, which registers the built-in methods)."""
     cfg = dict(cfg)
     return METHODS.get(cfg.pop("name"))(**cfg)

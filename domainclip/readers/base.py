@@ -10,6 +10,7 @@ import numpy as np
 
 from domainclip.errors import ReadError
 from domainclip.registry import Registry
+from domainclip.transforms.spatial import min_side_for
 
 
 class ReaderFn(Protocol):
@@ -50,7 +51,6 @@ def read(path: str | Path, reader: str = "image", min_side: int | None = None, *
 def read_record(record, reader: str, options: dict, size: int | None = None) -> tuple[np.ndarray, dict]:
     """``read`` a card record with the card's reader options and the record's own (tiles, chips,
     frames); with the tower's input ``size``, readers that can may reduce the image while reading."""
-    from domainclip.transforms.spatial import min_side_for
 
     return read(record.path, reader=reader, min_side=min_side_for(size) if size else None, **options,
                 **record.extra.get("read_options", {}))

@@ -10,6 +10,7 @@ import numpy as np
 
 from domainclip.errors import ReadError
 from domainclip.readers.base import register_reader
+from domainclip.transforms.stain import normalize_he
 
 THUMB_MAX_SIDE = 1024
 
@@ -118,8 +119,6 @@ def read_wsi(path: Path, x: int = 0, y: int = 0, tile_size: int = 224, mpp: floa
 
         rgb = np.asarray(Image.fromarray(rgb).resize((tile_size, tile_size), Image.BILINEAR))
     if stain_normalize:
-        from domainclip.transforms.stain import normalize_he
-
         rgb = normalize_he(rgb)
     meta = {"modality": "pathology", "units": "rgb255", "mpp": mpp, "level": plan.level, "x": int(x), "y": int(y)}
     return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32), meta

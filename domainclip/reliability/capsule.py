@@ -26,36 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from domainclip.distributed import computed_once
-from domainclip.fileio import sha256_file as file_sha256
-from domainclip.paths import cache_dir
-
-
-class HashCache:
-    """SHA-256 per file, reused while (size, mtime_ns) are unchanged."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else cache_dir() / "file_hashes.json"
-        self.entries = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.dirty = False
-
-    def sha256(self, path: Path) -> str:
-        st = Path(path).stat()
-        key, stamp = str(Path(path).resolve()), [st.st_size, st.st_mtime_ns]
-        hit = self.entries.get(key)
-        if hit and hit["stamp"] == stamp:
-            return hit["sha256"]
-        digest = file_sha256(path)
-        self.entries[key], self.dirty = {"stamp": stamp, "sha256": digest}, True
-        return digest
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        with computed_once(self.path):
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.entries))
-            tmp.replace(self.path)
+from domainclip.hash_cache import HashCache
 
 
 def data_fingerprint(data, hashes: HashCache | None = None) -> dict:

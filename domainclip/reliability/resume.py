@@ -16,6 +16,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from domainclip.errors import ConfigError, DomainClipError
+from domainclip.reliability.checkpoint_io import safe_torch_load
+
 
 def capture_rng() -> dict:
     """Every RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
@@ -78,7 +81,6 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> str | None:
     """``trainer.resume``: ``auto`` = the newest of ``run_dir/checkpoints/{last,periodic}.ckpt``
     when one exists, a path = that file, null = start fresh. Says on stderr where it resumes from;
     a damaged or truncated checkpoint is a one-line ``ConfigError`` before any training."""
-    from domainclip.errors import ConfigError
 
     if not resume:
         return None
@@ -100,8 +102,6 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> str | None:
 
 def checkpoint_position(path: Path) -> tuple[int, int]:
     """(epoch, global step) stored in a checkpoint; refuses a truncated or damaged file."""
-    from domainclip.errors import ConfigError, DomainClipError
-    from domainclip.reliability.checkpoint_io import safe_torch_load
 
     try:
         ckpt = safe_torch_load(path)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from domainclip.errors import USER_ERRORS, one_line
+from domainclip.shards.build import build_shards
+from domainclip.shards.manifest import load_manifest
 
 USAGE = __doc__.strip()
 
@@ -19,13 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     command, target, options = argv[0], argv[1], dict(a.split("=", 1) for a in argv[2:] if "=" in a)
     try:
         if command == "verify":
-            from domainclip.shards.manifest import load_manifest
-
             manifest = load_manifest(Path(target))
             counts = {s: v["count"] for s, v in manifest["splits"].items()}
             print(f"{target}: {sum(len(v['shards']) for v in manifest['splits'].values())} shards verified, samples {counts}")
             return 0
-        from domainclip.shards.build import build_shards
 
         if "out" not in options:
             print(USAGE, file=sys.stderr)

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from domainclip.captions.build import prepare_captions
+from domainclip.data import load_card_data
+from domainclip.fileio import sha256_file as file_sha256
+from domainclip.readers import read_record
 from domainclip.shards.manifest import FORMAT, SAFE_META, transform_digest
+from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range
 
 DTYPES = {"float16": np.float16, "uint8": np.uint8}
 
@@ -41,8 +46,6 @@ def encode_pixels(arr01: np.ndarray, dtype: str) -> bytes:
 
 def sample_pixels(record, reader: str, options: dict, transforms: dict, size: int) -> np.ndarray:
     """Reader + domain transforms + resize: the (C, S, S) 0..1 pixels training would compute."""
-    from domainclip.readers import read_record
-    from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range
 
     domain = DomainOptions.from_dict(transforms)
     arr, meta = read_record(record, reader, options, size)
@@ -64,7 +67,6 @@ def write_shard(job: dict) -> dict:
                 sink.write({"__key__": f"{job['split']}-{index:08d}", "pixels.npy": encode_pixels(pixels, job["dtype"]),
                             "json": json.dumps(info).encode()})
         tmp.replace(path)
-    from domainclip.reliability.capsule import file_sha256
 
     return {"name": path.name, "count": len(job["items"]), "first": job["items"][0][0], "sha256": file_sha256(path),
             "bytes": path.stat().st_size}
@@ -91,8 +93,6 @@ def plan_jobs(data, bank, out: Path, size: int, dtype: str, shard_mb: float) -> 
 def build_shards(card_ref: str, out: Path, size: int = 224, dtype: str = "float16", shard_mb: float = 200.0,
                  workers: int = 1, demo_dir: Path | None = None, template_set: str | None = None) -> dict:
     """Build (or finish building) the shard set of a card in ``out``; returns the manifest."""
-    from domainclip.captions.build import prepare_captions
-    from domainclip.data import load_card_data
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: use one of {sorted(DTYPES)}")

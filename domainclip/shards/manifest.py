@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from domainclip.errors import DomainClipError
+from domainclip.hash_cache import HashCache
 
 FORMAT = "domainclip-webdataset-1"
 SAFE_META = ("modality", "units", "spacing", "photometric", "frames", "mpp", "level", "window", "windows", "bands")
@@ -55,7 +56,6 @@ def load_manifest(directory: Path, card_digest: str | None = None, transform: st
 
 def verify_shards(directory: Path, manifest: dict, card_ref: str = "CARD") -> None:
     """Every shard exists and has the recorded SHA-256 (checksums cached by size and mtime)."""
-    from domainclip.reliability.capsule import HashCache
 
     hashes = HashCache()
     for split in manifest["splits"].values():

@@ -4,16 +4,16 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from domainclip.errors import ConfigError
 from domainclip.shards.dataset import ShardStream
 from domainclip.shards.manifest import load_manifest, transform_digest
+from domainclip.transforms.pipeline import DomainOptions
 
 
 def shard_datasets(cfg, data, tower, pool_ids: dict, ordered: bool = False) -> dict[str, ShardStream]:
     """One stream per split of ``cfg.data.shards``. Training shuffles (shard order + buffer, seeded)
     and is split over ranks and workers; evaluation splits (and ``ordered=True``, used to compute
     cached features) stream every sample in index order."""
-    from domainclip.errors import ConfigError
-    from domainclip.transforms.pipeline import DomainOptions
 
     if not cfg.data.get("shards"):
         raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from domainclip.errors import ConfigError
 from domainclip.registry import Registry
 from domainclip.transforms.pipeline import Preprocess
 
@@ -118,7 +119,6 @@ class Tower(nn.Module):
 
     def vision_embeddings(self) -> tuple[nn.Module, int]:
         """The ViT patch-embedding module and hidden size (for visual prompt tuning)."""
-        from domainclip.errors import ConfigError
 
         raise ConfigError(f"tower '{type(self).__name__}' has no ViT image encoder; visual prompts need one")
 
@@ -157,17 +157,14 @@ def hub_options(trust_remote_code: bool = False, revision: str | None = None) ->
     import re
 
     if trust_remote_code and not re.fullmatch(r"[0-9a-f]{40}", str(revision or "")):
-        from domainclip.errors import ConfigError
-
         raise ConfigError(f"tower.trust_remote_code=true needs tower.revision pinned to a 40-hex commit SHA "
                           f"(got {revision!r}): remote code from a moving branch is refused")
     return {"trust_remote_code": bool(trust_remote_code), **({"revision": revision} if revision else {})}
 
 
 def tower_class(name: str) -> type[Tower]:
-    """The registered tower class for ``name``."""
-    from domainclip import towers  # noqa: F401 - registers the built-in towers
-
+    """The registered tower class for ``name`` (the ``domainclip.towers`` package, imported
+    before this module, registers the built-in towers)."""
     return TOWERS.get(name)
 
 
