@@ -15,9 +15,8 @@ import torch
 from domainclip import load_bundle
 from domainclip.data import load_card_data
 from domainclip.errors import USER_ERRORS, DomainClipError, one_line
-from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
-from domainclip.evaluation.metrics import classification_metrics
-from domainclip.evaluation.multilabel import evaluate_multilabel
+from domainclip.evaluation.clinical import EvalSettings, Predictions
+from domainclip.evaluation.evaluators import evaluator_for
 from domainclip.report import _ci, conformal_lines
 
 
@@ -45,28 +44,27 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", b
     logits = bundle_logits(predictor, records)
     result = {"bundle": str(bundle), "card": data.card.name, "card_digest": data.digest, "split": split}
     meta = predictor.meta
-    if data.card.task == "multi_label":
-        targets = torch.stack([torch.zeros(len(data.class_names)).index_fill_(0, torch.tensor(r.labels), 1.0)
-                               for r in records])
-        clinical = meta["metrics"].get("clinical", {})
-        locked = (float(meta.get("temperature", 1.0)), meta.get("thresholds") or {}, clinical.get("bias"))
-        test = Predictions(logits, targets, [r.group for r in records])
-        settings = EvalSettings(**{k: v for k, v in meta.get("eval_settings", {}).items()
-                                   if k in EvalSettings.__dataclass_fields__})
-        return {**result, "metrics": classification_metrics(logits, targets, data.class_names),
-                "clinical": evaluate_multilabel(None, test, data.class_names, settings, locked)}
-    targets = torch.tensor([r.label for r in records])
+    evaluator = evaluator_for(data.card.task)
+    clinical = meta["metrics"].get("clinical") or {}
+    if not (meta.get("thresholds") or clinical.get("thresholds")):
+        raise DomainClipError(f"{bundle}: the bundle has no locked thresholds; re-export it from a run with val and test")
     settings = EvalSettings(**{k: v for k, v in meta.get("eval_settings", {}).items()
                                if k in EvalSettings.__dataclass_fields__})
     settings.subgroups = list(data.card.subgroups)
+    targets = record_targets(records, data.card.task, len(data.class_names))
     test = Predictions(logits, targets, [r.group for r in records],
                        [{c: r.extra.get(c) for c in data.card.subgroups} for r in records])
-    locked = (float(meta.get("temperature", 1.0)), meta.get("thresholds") or {})
-    if not locked[1]:
-        raise DomainClipError(f"{bundle}: the bundle has no locked thresholds; re-export it from a run with val and test")
-    return {**result, "metrics": classification_metrics(logits, targets, data.class_names),
-            "clinical": evaluate_model(None, test, data.class_names, settings, locked=locked,
-                                       locked_sets=meta.get("conformal"))}
+    locked = {**clinical, "temperature": float(meta.get("temperature", 1.0)), "thresholds": meta.get("thresholds") or {},
+              "conformal": meta.get("conformal")}
+    return {**result, "metrics": evaluator.split_metrics(logits, targets, data.class_names),
+            "clinical": evaluator.clinical(None, test, data.class_names, settings, locked_from=locked)}
+
+
+def record_targets(records, task: str, n_classes: int) -> torch.Tensor:
+    """Class indices (single-label) or multi-hot rows (multi-label) of card records."""
+    if task == "multi_label":
+        return torch.stack([torch.zeros(n_classes).index_fill_(0, torch.tensor(r.labels), 1.0) for r in records])
+    return torch.tensor([r.label for r in records])
 
 
 def main(argv: list[str] | None = None) -> int:

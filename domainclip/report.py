@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from domainclip.evaluation import figures
-from domainclip.evaluation.multilabel import probabilities
+from domainclip.evaluation.evaluators import evaluator_of
 
 
 def _rows(summary: dict) -> list[tuple[str, str, float, float, float]]:
@@ -87,12 +85,9 @@ Brier {cal['brier_before']:.3f} -> {cal['brier_after']:.3f}.
 def write_figures(report_dir: Path, after_test, clinical: dict, class_names: list[str]) -> None:
     """ROC/PR with operating points, reliability diagram and confusion matrix as PNG."""
 
-    if clinical.get("multi_label"):
-        probs = probabilities(after_test.logits, clinical["temperature"], clinical["bias"]).numpy()
-        positives = after_test.targets.numpy().astype(int)
-    else:
-        probs = (after_test.logits / clinical["temperature"]).softmax(-1).numpy()
-        positives = np.eye(len(class_names), dtype=int)[after_test.targets.numpy()]
+    evaluator = evaluator_of(clinical)
+    probs = evaluator.probabilities(after_test.logits, clinical).numpy()
+    positives = evaluator.indicators(after_test.targets, len(class_names))
     figures.roc_pr(report_dir / "roc_pr.png", probs, positives, class_names, clinical["operating_points"])
     cal = clinical["calibration"]
     figures.reliability(report_dir / "reliability.png", cal["reliability_before"], cal["reliability_after"],

@@ -20,8 +20,8 @@ from domainclip.data.preflight import write_quarantine
 from domainclip.distributed import launch_rank
 from domainclip.errors import DomainClipError, one_line
 from domainclip.evaluation import classification_metrics
-from domainclip.evaluation.clinical import EvalSettings, compare, evaluate_model
-from domainclip.evaluation.multilabel import compare_multilabel, evaluate_multilabel
+from domainclip.evaluation.clinical import EvalSettings
+from domainclip.evaluation.evaluators import evaluator_for
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.export import write_bundle
 from domainclip.export.phi import audit_run_texts, identifying_values
@@ -86,12 +86,9 @@ def summarise(before: dict, after: dict, data: CardData, settings: EvalSettings)
     metrics = {"zero_shot_before": {s: classification_metrics(p.logits, p.targets, names) for s, p in before.items()},
                "zero_shot_after": {s: classification_metrics(p.logits, p.targets, names) for s, p in after.items()}}
     if {"val", "test"} <= set(after):
-        if data.card.task == "multi_label":
-            metrics["clinical"] = evaluate_multilabel(after["val"], after["test"], names, settings)
-            metrics["before_vs_after"] = compare_multilabel(before["test"], after["test"], settings)
-        else:
-            metrics["clinical"] = evaluate_model(after["val"], after["test"], names, settings)
-            metrics["before_vs_after"] = compare(before["test"], after["test"], settings)
+        evaluator = evaluator_for(data.card.task)
+        metrics["clinical"] = evaluator.clinical(after["val"], after["test"], names, settings)
+        metrics["before_vs_after"] = evaluator.compare(before["test"], after["test"], settings)
     return metrics
 
 

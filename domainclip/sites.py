@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from domainclip.data import CardData, SplitDataModule, load_card_data
 from domainclip.errors import CardError
 from domainclip.evaluation.bootstrap import independent_bootstrap
-from domainclip.evaluation.clinical import EvalSettings, Predictions, evaluate_model
-from domainclip.evaluation.multilabel import evaluate_multilabel
+from domainclip.evaluation.clinical import EvalSettings, Predictions
+from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.scores import HEADLINE
 from domainclip.run_data import build_datasets, predictions
 
@@ -53,27 +53,13 @@ def load_external_sites(cfg: DictConfig, data: CardData, task) -> dict[str, Exte
     return sites
 
 
-def locked_sets(clinical: dict) -> dict | None:
-    """The conformal thresholds of the development site, to apply unchanged elsewhere."""
-    conformal = clinical.get("conformal")
-    if not conformal:
-        return None
-    return {"alpha": conformal["alpha"], **{m: {"threshold": conformal[m]["threshold"]} for m in ("lac", "aps")}}
-
-
 def evaluate_sites(task, sites: dict[str, ExternalSite], clinical: dict, settings: EvalSettings) -> dict:
     """The locked model's clinical report on each external site, plus its predictions."""
     out = {}
     for name, site in sites.items():
         pred = predictions(task, site.dm, site.data, ["test"])["test"]
         own = dataclasses.replace(settings, subgroups=list(site.data.card.subgroups))
-        if clinical.get("multi_label"):
-            report = evaluate_multilabel(None, pred, site.data.class_names, own,
-                                         (clinical["temperature"], clinical["thresholds"], clinical["bias"]))
-        else:
-            report = evaluate_model(None, pred, site.data.class_names, own,
-                                    (clinical["temperature"], clinical["thresholds"]), locked_sets(clinical))
-        out[name] = (pred, report)
+        out[name] = (pred, evaluator_of(clinical).clinical(None, pred, site.data.class_names, own, locked_from=clinical))
     return out
 
 

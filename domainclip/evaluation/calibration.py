@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_calibration_error
+
+from domainclip.evaluation.scores import brier, ece
 
 
 def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor, max_iter: int = 200) -> float:
@@ -23,14 +24,13 @@ def fit_temperature(val_logits: torch.Tensor, val_targets: torch.Tensor, max_ite
 
 
 def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 15) -> float:
-    """Top-label ECE with equal-width bins (torchmetrics)."""
-    return float(multiclass_calibration_error(probs, targets, num_classes=probs.shape[1], n_bins=n_bins, norm="l1"))
+    """Top-label ECE with equal-width bins: the registry's ``ece`` on tensors."""
+    return ece(probs.double().numpy(), targets.numpy(), n_bins)
 
 
 def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Multi-class Brier score: mean over samples of the squared error summed over classes."""
-    onehot = F.one_hot(targets.long(), probs.shape[1]).to(probs.dtype)
-    return float(((probs - onehot) ** 2).sum(1).mean())
+    """Multi-class Brier score: the registry's ``brier`` on tensors."""
+    return brier(probs.double().numpy(), targets.numpy())
 
 
 def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = 10) -> list[dict]:

@@ -28,7 +28,9 @@ from domainclip.evaluation.conformal import conformal_evaluation, locked_conform
 from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.metrics import classification_metrics
 from domainclip.evaluation.operating import lock_thresholds, operating_metrics
-from domainclip.evaluation.scores import HEADLINE
+from domainclip.evaluation.scores import METRICS
+
+HEADLINE = METRICS["single_label"]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from domainclip.evaluation.bootstrap import group_bootstrap_ci, paired_bootstrap
 from domainclip.evaluation.calibration import reliability_bins
 from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.operating import at_threshold, lock_threshold
-from domainclip.evaluation.scores import binary_auroc
+from domainclip.evaluation.scores import METRICS, brier, ece, macro_auroc, top1
 
 
 def fit_sigmoid(val_logits: torch.Tensor, val_targets: torch.Tensor, max_iter: int = 200) -> tuple[float, list[float]]:
@@ -35,27 +35,7 @@ def probabilities(logits: torch.Tensor, temperature: float, bias: list[float]) -
     return torch.sigmoid((logits - torch.tensor(bias)) / temperature)
 
 
-def hit_rate(p: np.ndarray, y: np.ndarray) -> float:
-    return float(y[np.arange(len(y)), p.argmax(1)].mean())
-
-
-def macro_auroc(p: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean([binary_auroc(p[:, k], y[:, k]) for k in range(p.shape[1])]))
-
-
-def brier(p: np.ndarray, y: np.ndarray) -> float:
-    return float(((p - y) ** 2).mean())
-
-
-def ece(p: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
-    """Binary ECE over every (sample, class) probability."""
-    conf, truth = p.ravel(), y.ravel()
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    return float(sum((bins == b).mean() * abs(truth[bins == b].mean() - conf[bins == b].mean())
-                     for b in range(n_bins) if (bins == b).any()))
-
-
-HEADLINE = {"top1": hit_rate, "macro_auroc": macro_auroc, "brier": brier, "ece": ece}
+HEADLINE = METRICS["multi_label"]
 
 
 def with_cis(p: np.ndarray, y: np.ndarray, groups: list[str], s) -> dict:
@@ -110,4 +90,4 @@ def compare_multilabel(before, after, s) -> dict:
     pb, pa, y = torch.sigmoid(before.logits).numpy(), torch.sigmoid(after.logits).numpy(), after.targets.numpy()
     return {name: paired_bootstrap(lambda idx: fn(pb[idx], y[idx]), lambda idx: fn(pa[idx], y[idx]),
                                    after.groups, max(s.bootstrap, 1), s.seed)
-            for name, fn in (("top1", hit_rate), ("macro_auroc", macro_auroc))}
+            for name, fn in (("top1", top1), ("macro_auroc", macro_auroc))}

@@ -1,19 +1,35 @@
-"""Fast numpy versions of headline metrics, for thousands of bootstrap resamples. Point estimates
-in reports come from torchmetrics / scikit-learn; tests check these agree with them."""
+"""The metric registry: every headline metric written once, in numpy, for both tasks.
+
+A metric takes probabilities ``p`` (N, K) and targets ``y``: class indices (N,) for single-label
+cards, a multi-hot matrix (N, K) for multi-label ones, and returns a float. Numpy keeps thousands
+of bootstrap resamples fast; tests check each metric against scikit-learn and torchmetrics for
+both tasks. ``METRICS[task]`` lists the headline metrics a report gives with CIs.
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 from scipy.stats import rankdata
 
+Metric = Callable[[np.ndarray, np.ndarray], float]
+METRICS: dict[str, dict[str, Metric]] = {"single_label": {}, "multi_label": {}}
 
-def top1(p: np.ndarray, y: np.ndarray) -> float:
-    return float((p.argmax(1) == y).mean())
+
+def metric(name: str, *tasks: str) -> Callable[[Metric], Metric]:
+    """Register ``fn`` as the headline metric ``name`` for ``tasks`` (both when none are named)."""
+
+    def register(fn: Metric) -> Metric:
+        for task in tasks or tuple(METRICS):
+            METRICS[task][name] = fn
+        return fn
+
+    return register
 
 
-def balanced_accuracy(p: np.ndarray, y: np.ndarray) -> float:
-    pred = p.argmax(1)
-    recalls = [(pred[y == k] == k).mean() for k in np.unique(y)]
-    return float(np.mean(recalls))
+def indicators(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, K) 0/1 matrix: one-hot of class indices, or the multi-hot targets as they are."""
+    return y.astype(int) if y.ndim == 2 else np.eye(n_classes, dtype=int)[y]
 
 
 def binary_auroc(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -26,26 +42,55 @@ def binary_auroc(scores: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[positives == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def macro_auroc(p: np.ndarray, y: np.ndarray) -> float:
-    """Mean one-vs-rest AUROC over classes (NaN unless every class is present)."""
-    return float(np.mean([binary_auroc(p[:, k], (y == k).astype(int)) for k in range(p.shape[1])]))
-
-
-def brier(p: np.ndarray, y: np.ndarray) -> float:
-    onehot = np.eye(p.shape[1])[y]
-    return float(((p - onehot) ** 2).sum(1).mean())
-
-
-def ece(p: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
-    conf, pred = p.max(1), p.argmax(1)
-    bins = np.minimum((conf * n_bins).astype(int) - (conf * n_bins == np.floor(conf * n_bins)) * (conf > 0), n_bins - 1)
+def calibration_gap(confidence: np.ndarray, outcome: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error over equal-width bins ``(lo, hi]`` (torchmetrics' binning):
+    the count-weighted mean of |mean outcome - mean confidence| per bin."""
+    scaled = confidence * n_bins
+    bins = np.minimum(scaled.astype(int) - ((scaled == np.floor(scaled)) & (confidence > 0)), n_bins - 1)
     total = 0.0
-    for b in range(n_bins):
+    for b in np.unique(bins):
         m = bins == b
-        if m.any():
-            total += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
+        total += m.mean() * abs(outcome[m].mean() - confidence[m].mean())
     return float(total)
 
 
-HEADLINE = {"top1": top1, "balanced_accuracy": balanced_accuracy, "macro_auroc": macro_auroc, "brier": brier,
-            "ece": ece}
+@metric("top1")
+def top1(p: np.ndarray, y: np.ndarray) -> float:
+    """Share of samples whose best class is their class (multi-label: one of their labels)."""
+    best = p.argmax(1)
+    hits = y[np.arange(len(y)), best] > 0 if y.ndim == 2 else best == y
+    return float(hits.mean())
+
+
+@metric("balanced_accuracy", "single_label")
+def balanced_accuracy(p: np.ndarray, y: np.ndarray) -> float:
+    """Mean per-class recall over the classes present."""
+    pred = p.argmax(1)
+    return float(np.mean([(pred[y == k] == k).mean() for k in np.unique(y)]))
+
+
+@metric("macro_auroc")
+def macro_auroc(p: np.ndarray, y: np.ndarray) -> float:
+    """Mean one-vs-rest AUROC over classes (NaN unless every class has positives and negatives)."""
+    truth = indicators(y, p.shape[1])
+    return float(np.mean([binary_auroc(p[:, k], truth[:, k]) for k in range(p.shape[1])]))
+
+
+@metric("brier")
+def brier(p: np.ndarray, y: np.ndarray) -> float:
+    """Brier score. Single-label: the multi-class score, squared error summed over classes and
+    averaged over samples. Multi-label: the mean of the per-class binary Brier scores."""
+    squared = (p - indicators(y, p.shape[1])) ** 2
+    return float(squared.sum(1).mean() if y.ndim == 1 else squared.mean())
+
+
+@metric("ece")
+def ece(p: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error. Single-label: top-label ECE (confidence of the predicted class
+    against its correctness). Multi-label: binary ECE over every (sample, class) probability."""
+    if y.ndim == 2:
+        return calibration_gap(p.ravel(), y.ravel().astype(float), n_bins)
+    return calibration_gap(p.max(1), (p.argmax(1) == y).astype(float), n_bins)
+
+
+HEADLINE = METRICS["single_label"]  # the single-label headline metrics, by their former name

@@ -13,7 +13,7 @@ from domainclip.data.expand import file_cells, needs_expansion
 from domainclip.errors import BundleError, DomainClipError, ReadError
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
-from domainclip.evaluation.multilabel import probabilities
+from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
@@ -192,10 +192,8 @@ class Predictor:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities from raw logits: softmax at the locked temperature, or for
         multi-label bundles per-class sigmoids with the temperature and biases from validation."""
-        clinical = self.meta["metrics"].get("clinical", {})
-        if clinical.get("multi_label"):
-            return probabilities(logits, clinical["temperature"], clinical["bias"])
-        return (logits / float(self.meta.get("temperature", 1.0))).softmax(-1)
+        clinical = {"temperature": float(self.meta.get("temperature", 1.0)), **self.meta["metrics"].get("clinical", {})}
+        return evaluator_of(clinical).probabilities(logits, clinical)
 
     @torch.inference_mode()
     def predict(self, images, batch_size: int = 64) -> torch.Tensor:
