@@ -143,6 +143,11 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     ("method.r=0", ("method.r=0", "lora", "integer >= 1")),
     ("method.lr=-1", ("method.lr=-1", "a number > 0")),
     ("eval.external_cards=demo_satellite", ("eval.external_cards='demo_satellite'", "a list of data card")),
+    ("trainer.max_epoch=3", ("trainer.max_epoch: no such config key", "+trainer.max_epoch=")),
+    ("+method.rr=4", ("method.rr: not a key of method 'lora'", "alpha, dropout")),
+    ("+loss.temperature=2", ("loss.temperature: not a key of loss 'clip'", "local_loss")),
+    ("method=lorax", ("method/lorax", "available: cocoop, coop")),
+    ("data.card=???", ("data.card is not set", "recipe=pathology")),
 ])
 def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles):
     run_dir = tmp_path / "run"

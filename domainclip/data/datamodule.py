@@ -39,6 +39,12 @@ class SplitDataModule(pl.LightningDataModule):
         super().__init__()
         self.datasets, self.batch_size, self.num_workers, self.seed = datasets, batch_size, num_workers, seed
         self.balanced = balanced
+        self._resume_position: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        """Continue an interrupted epoch: the next train loader starts ``epoch`` after the
+        ``samples_done`` samples it had already served (set by the resume callback)."""
+        self._resume_position = (int(epoch), int(samples_done))
 
     def eval_loader(self, split: str) -> DataLoader:
         """The split in its stored order, for prediction and evaluation."""
@@ -84,10 +90,9 @@ class SplitDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
-        position = getattr(self, "resume_position", None)
-        if position is not None:
-            sampler.resume_at(*position)
-            self.resume_position = None
+        if self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+            self._resume_position = None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from domainclip.evaluation.clinical import EvalSettings, Predictions, compare, evaluate_model
-from domainclip.evaluation.metrics import classification_metrics
+from domainclip.evaluation.metrics import classification_metrics, multilabel_metrics
 from domainclip.evaluation.multilabel import compare_multilabel, evaluate_multilabel, probabilities
 
 
@@ -23,7 +23,7 @@ class Evaluator:
 
     def split_metrics(self, logits: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
         """Point metrics of one split (torchmetrics): top-1, AUROC, ..."""
-        return classification_metrics(logits, targets, class_names)
+        raise NotImplementedError
 
     def clinical(self, val: Predictions | None, test: Predictions, class_names: list[str], settings: EvalSettings,
                  locked_from: dict | None = None) -> dict:
@@ -49,6 +49,9 @@ class SingleLabel(Evaluator):
 
     task = "single_label"
 
+    def split_metrics(self, logits, targets, class_names):
+        return classification_metrics(logits, targets, class_names)
+
     def clinical(self, val, test, class_names, settings, locked_from=None):
         if locked_from is None:
             return evaluate_model(val, test, class_names, settings)
@@ -72,6 +75,9 @@ class MultiLabel(Evaluator):
     """Per-class sigmoids with a shared temperature and per-class biases fitted on val."""
 
     task = "multi_label"
+
+    def split_metrics(self, logits, targets, class_names):
+        return multilabel_metrics(logits, targets, class_names)
 
     def clinical(self, val, test, class_names, settings, locked_from=None):
         locked = None if locked_from is None else (

@@ -63,7 +63,7 @@ class ResumeState(pl.Callback):
         self.pending = dict(state_dict)
         dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
         if dm is not None and self.pending["batches_done"]:
-            dm.resume_position = (self.pending["epoch"], self.pending["batches_done"] * dm.batch_size)
+            dm.resume_at(self.pending["epoch"], self.pending["batches_done"] * dm.batch_size)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._trainer = trainer
