@@ -83,7 +83,7 @@ def vit_b16_clip_dir(out: Path, layers: int = 12, image_size: int = 224) -> Path
 
 def toy_task(tower: dict, method: dict, loss: str = "clip"):
     """A ContrastiveTask with four classes and two captions each."""
-    from domainclip.task import ContrastiveTask
+    from domainclip.training.task import ContrastiveTask
 
     classes = ["tumour", "stroma", "adipose", "lymphocytes"]
     captions = [t.format(c) for c in classes for t in ("a tile of {}.", "an H&E image of {}.")]

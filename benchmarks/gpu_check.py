@@ -73,7 +73,7 @@ def make_step(task, device: str, dtype, compiled: bool, dry_run: bool, grad_cach
 
     import torch
 
-    from domainclip.grad_cache import grad_cache_backward
+    from domainclip.training.grad_cache import grad_cache_backward
 
     opt = task.make_optimizer()
     loss_fn = task.loss
@@ -121,8 +121,8 @@ def recipe_parts(tower_path: str, args, extra: list[str]):
     """The pathology recipe's run parts (card, reader, datasets) on the benchmark tower."""
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
-    from domainclip.run import setup
+    from domainclip.core.paths import config_dir
+    from domainclip.pipeline.run import setup
 
     overrides = ["recipe=pathology", "tower=hf_clip", f"tower.path={tower_path}", "method=lora",
                  "method.sides=[image,text]", f"data.num_workers={args.workers}", "data.cache_features=false",

@@ -20,8 +20,8 @@ from common import best_rate, machine, toy_batch, write_result  # noqa: E402
 def make_bundle(out: Path) -> Path:
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
-    from domainclip.run import run
+    from domainclip.core.paths import config_dir
+    from domainclip.pipeline.run import run
 
     overrides = ["recipe=pathology", "trainer.max_epochs=1", "eval.bootstrap=0", "trainer.enable_progress_bar=false",
                  f"run_dir={out}"]

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from domainclip.paths import config_dir  # noqa: E402
-from domainclip.run import run_once, setup  # noqa: E402
+from domainclip.core.paths import config_dir  # noqa: E402
+from domainclip.pipeline.run import run_once, setup  # noqa: E402
 
 METHODS = ["zero_shot", "linear_probe", "lora", "coop", "cocoop", "vpt", "full", "wise_ft"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_checkpointing=false", "export.enabled=false",
@@ -81,7 +81,7 @@ def cache_speedup(card: str, method: str, out: Path, extra: list[str]) -> dict:
     cfg.data.shots = None
     parts = setup(cfg)
     cached = parts.dm.datasets["train"]
-    from domainclip.run import build_datasets
+    from domainclip.pipeline.run import build_datasets
 
     cfg.data.cache_features = False
     uncached, _ = build_datasets(cfg, parts.data, parts.task, parts.bank.pool_ids)

@@ -29,7 +29,7 @@ def worker(args) -> None:
     import pytorch_lightning as pl
     import torch
 
-    from domainclip.task import ContrastiveTask
+    from domainclip.training.task import ContrastiveTask
 
     torch.set_num_threads(args.threads)
     captions = [f"a {c} tissue tile" for c in ("red", "green", "blue", "grey")]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from domainclip.version import __version__
+from domainclip.core.version import __version__
 
 DEMO_CARDS = ("demo_pathology", "demo_radiology", "demo_satellite")
 

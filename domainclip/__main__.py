@@ -1,4 +1,4 @@
-"""``python -m domainclip [overrides]``: a thin Hydra entry point around :func:`domainclip.run.run`."""
+"""``python -m domainclip [overrides]``: a thin Hydra entry point around :func:`domainclip.pipeline.run.run`."""
 from __future__ import annotations
 
 import os
@@ -7,13 +7,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from domainclip.paths import config_dir
+from domainclip.core.errors import USER_ERRORS, ConfigError, one_line
+from domainclip.core.paths import config_dir
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    from domainclip.errors import USER_ERRORS, one_line
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     try:
         run(cfg)
@@ -57,8 +57,7 @@ def value_error(argv: list[str]) -> str | None:
         return None
     from hydra import compose, initialize_config_dir
 
-    from domainclip.config_checks import check_run_config
-    from domainclip.errors import ConfigError, one_line
+    from domainclip.pipeline.config_checks import check_run_config
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=list(argv))
@@ -72,8 +71,6 @@ def value_error(argv: list[str]) -> str | None:
 def describe_composition_error(exc: Exception) -> str:
     """Hydra's message as one line; an unknown key says how to find the real ones."""
     from hydra.errors import MissingConfigException
-
-    from domainclip.errors import one_line
 
     if isinstance(exc, MissingConfigException):
         first = str(exc).strip().splitlines()[0]

@@ -9,9 +9,9 @@ import argparse
 import sys
 from collections import Counter
 
+from domainclip.core.errors import DomainClipError
 from domainclip.data.card_data import load_card_data
 from domainclip.data.preflight import find_unreadable
-from domainclip.errors import DomainClipError
 
 
 def transfer_syntaxes(paths) -> Counter:

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from domainclip import load_bundle
+from domainclip.core.errors import USER_ERRORS, DomainClipError, one_line
 from domainclip.data import load_card_data
-from domainclip.errors import USER_ERRORS, DomainClipError, one_line
 from domainclip.evaluation.clinical import EvalSettings, Predictions
 from domainclip.evaluation.evaluators import evaluator_for
-from domainclip.report import _ci, conformal_lines
+from domainclip.evaluation.report import _ci, conformal_lines
 
 
 def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:

@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from domainclip.errors import USER_ERRORS, DomainClipError, one_line
-from domainclip.reliability.capsule import changed_files
-from domainclip.run import run
+from domainclip.core.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.pipeline.run import run
+from domainclip.training.reliability.capsule import changed_files
 
 
 def check_data(run_dir: Path) -> list[str]:

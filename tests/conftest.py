@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from domainclip.paths import config_dir  # noqa: E402
+from domainclip.core.paths import config_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

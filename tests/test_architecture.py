@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "domainclip"
 LAZY_ALLOWED = {  # the package root stays light; the CLI checks the config before importing torch
     "domainclip/__init__.py": {"domainclip.export.loader"},
-    "domainclip/__main__.py": {"domainclip.errors", "domainclip.run", "domainclip.config_checks"},
+    "domainclip/__main__.py": {"domainclip.pipeline.run", "domainclip.pipeline.config_checks"},
 }
 
 

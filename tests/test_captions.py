@@ -16,7 +16,7 @@ from domainclip.captions.validate import CaptionRules, validate_captions
 from domainclip.cards.manifest import Record
 from domainclip.cards.schema import DataCard
 from domainclip.data import load_card_data
-from domainclip.task import caption_choice
+from domainclip.training.task import caption_choice
 
 MODALITY_SETS = ["ct", "mri", "xray", "ultrasound", "fundus", "he_pathology", "ihc", "dermatology",
                  "satellite_rgb", "satellite_multispectral", "astronomy"]
@@ -147,7 +147,7 @@ def test_tiny_random_gpt2_drives_the_llm_path_end_to_end(tiny_gpt2):
 
 
 def test_run_uses_generated_captions_and_reports_counts(make_cfg, tiny_gpt2):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     result = run(make_cfg("recipe=pathology", f"captions.llm.path={tiny_gpt2}", "captions.llm.max_new_tokens=30",
                           "trainer.max_epochs=1", "tower.image.size=64", "export.enabled=false",
@@ -180,7 +180,7 @@ def test_review_round_trip_restricts_training_captions(tmp_path):
 
 
 def test_require_review_without_review_is_a_clear_error(tmp_path):
-    from domainclip.errors import ConfigError
+    from domainclip.core.errors import ConfigError
 
     data = load_card_data("demo_radiology")
     data.card.captions.require_review = True

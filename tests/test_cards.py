@@ -10,8 +10,8 @@ import yaml
 from domainclip.cards import load_card
 from domainclip.cards.manifest import read_records
 from domainclip.cards.splits import assign_splits
+from domainclip.core.errors import CardError
 from domainclip.data import load_card_data
-from domainclip.errors import CardError
 
 BASE = {
     "name": "t", "modality": "pathology", "reader": {"name": "image"}, "manifest": "m.csv",
@@ -115,7 +115,7 @@ def test_missing_card_lists_shipped_cards():
 
 
 def test_real_dataset_templates_are_valid_cards():
-    from domainclip.paths import data_cards_dir
+    from domainclip.core.paths import data_cards_dir
 
     templates = sorted((data_cards_dir() / "templates").glob("*.yaml"))
     assert len(templates) == 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hydra.errors import MissingConfigException
 
-from domainclip.paths import config_dir
+from domainclip.core.paths import config_dir
 
 GROUPS = ["tower", "method", "loss", "data", "trainer", "logger", "captions", "eval", "export"]
 

@@ -34,7 +34,7 @@ def test_few_shot_is_stratified_group_aware_and_seeded():
 
 
 def test_few_shot_protocol_aggregates_seeds(make_cfg):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     result = run(make_cfg("recipe=satellite", "method=linear_probe", "data.shots=2", "data.seeds=[0,1]",
                           "tower.image.size=64", "trainer.enable_progress_bar=false"))

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from domainclip.sample_log import read_sample_log
+from domainclip.training.sample_log import read_sample_log
 
 
 @pytest.mark.timeout(400)

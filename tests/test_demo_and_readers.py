@@ -9,8 +9,8 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
+from domainclip.core.errors import ReadError
 from domainclip.demo import demo_root
-from domainclip.errors import ReadError
 from domainclip.readers import read
 from domainclip.transforms.intensity import apply_window
 

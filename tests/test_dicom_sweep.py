@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from domainclip.errors import ReadError
+from domainclip.core.errors import ReadError
 from domainclip.readers import read
 
 SKIP_SUFFIXES = (".py", ".pyc", ".txt", ".json", ".gz", ".bz2", ".zip", ".md", ".xml", ".csv")

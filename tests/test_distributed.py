@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from domainclip.losses import LOSSES, global_mean
+from domainclip.training.losses import LOSSES, global_mean
 
 B, D, WORLD = 4, 8, 2
 CASES = list(itertools.product(["clip", "siglip", "label_aware"], [False, True]))

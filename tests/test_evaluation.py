@@ -131,7 +131,7 @@ def test_retrieval_ranks():
 
 
 def test_every_recipe_writes_the_full_report(make_cfg):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     result = run(make_cfg("recipe=radiology", "trainer.max_epochs=2", "tower.image.size=64", "eval.bootstrap=200",
                           "trainer.enable_progress_bar=false"))
@@ -158,7 +158,7 @@ def test_multi_label_card_gets_the_clinical_report_and_a_loadable_bundle(make_cf
 
     import domainclip
     from domainclip.demo import demo_root
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     root = demo_root("pathology")
     rows = list(csv.DictReader((root / "manifest.csv").open()))

@@ -14,10 +14,10 @@ import torch
 import yaml
 
 import domainclip
-from domainclip.errors import BundleError
+from domainclip.core.errors import BundleError
 from domainclip.export.bundle import write_sums
-from domainclip.objectives import adapt
-from domainclip.run import adaptation, export_bundle, setup
+from domainclip.pipeline.objectives import adapt
+from domainclip.pipeline.run import adaptation, export_bundle, setup
 
 TINY = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 
@@ -38,7 +38,7 @@ def in_process_probs(task, pixels):
 def tiny_both(tmp_path_factory, tiny_clip_dir):
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
+    from domainclip.core.paths import config_dir
 
     out = tmp_path_factory.mktemp("tiny-both")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -190,7 +190,7 @@ def test_phi_canary_in_captions_refuses_export_and_writes_nothing(tmp_path, make
 
 
 def test_missing_license_fails_export_naming_the_field(tmp_path, make_cfg):
-    from domainclip.paths import data_cards_dir
+    from domainclip.core.paths import data_cards_dir
 
     card = yaml.safe_load((data_cards_dir() / "demo_pathology.yaml").read_text())
     card["license"] = ""

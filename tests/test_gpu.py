@@ -23,8 +23,8 @@ def trained_tensors(parts) -> dict:
 
 @pytest.mark.parametrize("overrides", METHODS, ids=lambda o: o[0].split("=")[1])
 def test_one_bf16_step_per_method(overrides, make_cfg, tiny_clip_dir):
-    from domainclip.objectives import adapt
-    from domainclip.run import adaptation, setup
+    from domainclip.pipeline.objectives import adapt
+    from domainclip.pipeline.run import adaptation, setup
 
     cfg = make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}", *overrides, *GPU)
     parts = setup(cfg)
@@ -43,8 +43,8 @@ def test_one_bf16_step_per_method(overrides, make_cfg, tiny_clip_dir):
 def test_fsdp_wraps_blocks_and_trains(make_cfg, tiny_clip_dir):
     from torch.distributed.fsdp import FullyShardedDataParallel
 
-    from domainclip.objectives import Adaptation, adapt
-    from domainclip.run import build_trainer, setup
+    from domainclip.pipeline.objectives import Adaptation, adapt
+    from domainclip.pipeline.run import build_trainer, setup
 
     cfg = make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}", "method=full",
                    "trainer=fsdp", *GPU)

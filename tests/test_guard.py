@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from test_methods import CAPTIONS, CLASSES, POOLS, toy_batch
 
-from domainclip.reliability.guard import NonFiniteGuard
+from domainclip.training.reliability.guard import NonFiniteGuard
 
 POISONED_STEP, STEPS = 2, 5
 
@@ -37,7 +37,7 @@ class ToyData(torch.utils.data.Dataset):
 def worker(rank: int, port: int, mode: str, tower_dir: str, out_dir: str) -> None:
     import pytorch_lightning as pl
 
-    from domainclip.task import ContrastiveTask
+    from domainclip.training.task import ContrastiveTask
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank), NODE_RANK="0")
@@ -111,7 +111,7 @@ def test_guard_single_process_counts_consecutive_skips():
     assert guard.step_allowed(torch.tensor(float("nan")), [], 1, [1]) is False
     p.grad = torch.ones(2)
     assert guard.step_allowed(torch.tensor(1.0), [p], 2, [2]) is True  # resets the run of skips
-    from domainclip.reliability.guard import TrainingHalted
+    from domainclip.training.reliability.guard import TrainingHalted
 
     for step in range(3, 5):
         guard.step_allowed(torch.tensor(float("nan")), [], step, [step])

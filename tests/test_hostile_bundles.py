@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import domainclip
-from domainclip.errors import BundleError
+from domainclip.core.errors import BundleError
+from domainclip.core.fileio import WriteError
 from domainclip.export.bundle import write_sums
-from domainclip.fileio import WriteError
-from domainclip.objectives import adapt
-from domainclip.run import adaptation, export_bundle, setup
+from domainclip.pipeline.objectives import adapt
+from domainclip.pipeline.run import adaptation, export_bundle, setup
 
 TINY = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 
@@ -26,7 +26,7 @@ TINY = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
 def lora_bundle(tmp_path_factory, tiny_clip_dir):
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
+    from domainclip.core.paths import config_dir
 
     out = tmp_path_factory.mktemp("hostile-bundle")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -216,7 +216,7 @@ def test_full_disk_during_export_is_one_line_and_keeps_the_previous_bundle(lora_
 
 
 def test_full_disk_during_checkpoint_is_one_line_without_debris(tmp_path, small_file_limit):
-    from domainclip.reliability.checkpoint_io import AtomicCheckpointIO
+    from domainclip.training.reliability.checkpoint_io import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     io.save_checkpoint({"w": torch.zeros(10)}, tmp_path / "last.ckpt")

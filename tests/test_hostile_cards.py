@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from domainclip.core.errors import CardError
 from domainclip.data import load_card_data
-from domainclip.errors import CardError
 
 CLASSES = ["benign", "tumour"]
 

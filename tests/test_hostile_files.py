@@ -11,10 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from domainclip.core.errors import ReadError
 from domainclip.data import load_card_data
 from domainclip.data.preflight import UnreadableFilesError
 from domainclip.demo.radiology import _write_dicom
-from domainclip.errors import ReadError
 from domainclip.readers import read
 from domainclip.transforms.spatial import box_reduce
 
@@ -129,8 +129,8 @@ def test_large_image_is_reduced_while_reading(tmp_path):
 
 
 def test_bands_to_rgb_naming_a_missing_band_is_one_error(tmp_path, make_cfg):
-    from domainclip.errors import CardError
-    from domainclip.run import setup
+    from domainclip.core.errors import CardError
+    from domainclip.pipeline.run import setup
 
     card = raster_card(tmp_path, set())
     spec = yaml.safe_load(card.read_text())

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from test_hostile_cards import tile_collection
 
-from domainclip.errors import BundleError, CardError, ConfigError
-from domainclip.reliability.run_lock import hold_run_dir
-from domainclip.run import run, setup
-from domainclip.sample_log import read_sample_log
+from domainclip.core.errors import BundleError, CardError, ConfigError
+from domainclip.pipeline.run import run, setup
+from domainclip.training.reliability.run_lock import hold_run_dir
+from domainclip.training.sample_log import read_sample_log
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0"]
 
@@ -121,7 +121,7 @@ def test_occupied_run_directory_path_is_one_line(tmp_path):
 
 
 def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
-    from domainclip.reliability.resume import find_checkpoint
+    from domainclip.training.reliability.resume import find_checkpoint
 
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
@@ -196,7 +196,7 @@ def test_warnings_reach_metrics_json(make_cfg):
 def test_default_run_directory_is_unique_per_launch():
     from omegaconf import OmegaConf
 
-    from domainclip.paths import config_dir
+    from domainclip.core.paths import config_dir
 
     raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
     pattern = raw["hydra"]["run"]["dir"]

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from domainclip.losses import clip_loss, label_aware_loss, siglip_loss
+from domainclip.training.losses import clip_loss, label_aware_loss, siglip_loss
 
 
 def _feats(seed=0, n=4, d=8):

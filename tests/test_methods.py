@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from domainclip.model import AdaptedModel
-from domainclip.task import ContrastiveTask
 from domainclip.towers import build_tower
+from domainclip.training.task import ContrastiveTask
 
 CLASSES = ["red", "green", "blue", "grey"]
 COLOURS = torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1], [0, 0, 0]])
@@ -77,7 +77,7 @@ def test_method_case(kind, method, extra, tiny_clip_dir, tiny_siglip_dir, tmp_pa
     batch = toy_batch(size)
     if method == "linear_probe":
         from domainclip.data import FeatureDataset, SplitDataModule
-        from domainclip.objectives import Adaptation, adapt
+        from domainclip.pipeline.objectives import Adaptation, adapt
 
         with torch.no_grad():
             feats = task.tower.image_features(batch["pixels"])
@@ -125,7 +125,7 @@ def test_open_clip_is_optional_and_fails_clearly_without_it():
     try:
         import open_clip  # noqa: F401
     except ImportError:
-        from domainclip.errors import ConfigError
+        from domainclip.core.errors import ConfigError
 
         with pytest.raises(ConfigError, match=r"pip install 'domainclip\[open_clip\]'"):
             build_tower({"name": "open_clip", "path": "/nonexistent"})
@@ -134,7 +134,7 @@ def test_open_clip_is_optional_and_fails_clearly_without_it():
 
 
 def test_wise_ft_sweeps_alphas_and_reports_retention(make_cfg):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     result = run(make_cfg("recipe=pathology", "method=wise_ft", "method.reference_card=demo_satellite",
                           "method.alphas=[0.0,0.5,1.0]", "trainer.max_epochs=2", "tower.image.size=64",

@@ -23,7 +23,7 @@ def test_installed_wheel_finds_configs_and_cards(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=300)
     code = (
-        "from domainclip.paths import config_dir, data_cards_dir;"
+        "from domainclip.core.paths import config_dir, data_cards_dir;"
         "from hydra import compose, initialize_config_dir;"
         "initialize_config_dir(config_dir=str(config_dir()), version_base='1.3').__enter__();"
         "cfg = compose('config', overrides=['recipe=satellite', 'run_dir=x']);"

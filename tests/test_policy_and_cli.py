@@ -69,7 +69,7 @@ def test_skip_processes_the_other_195_exactly_as_a_clean_run(folders):
 
 
 def test_run_writes_quarantine_and_counts_skips(folders, make_cfg):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     result = run(make_cfg(f"data.card={folders[1]}", "data.on_error=skip", "trainer.max_epochs=1",
                           "tower.image.size=64", "export.enabled=false", "trainer.enable_progress_bar=false"))
@@ -87,7 +87,7 @@ def cli(*args):
 def test_cards_validate_exit_codes(tmp_path):
     ok = cli("domainclip.cards", "validate", "demo_pathology")
     assert ok.returncode == 0 and "valid: demo_pathology" in ok.stdout
-    shutil.copy(__import__("domainclip.paths", fromlist=["x"]).data_cards_dir() / "demo_pathology.yaml", tmp_path / "c.yaml")
+    shutil.copy(__import__("domainclip.core.paths", fromlist=["x"]).data_cards_dir() / "demo_pathology.yaml", tmp_path / "c.yaml")
     text = (tmp_path / "c.yaml").read_text().replace("reader:\n  name: tiles", "reader:\n  _target_: os.system\n  name: tiles")
     (tmp_path / "c.yaml").write_text(text)
     bad = cli("domainclip.cards", "validate", str(tmp_path / "c.yaml"))
@@ -104,8 +104,8 @@ def test_doctor_reports_and_fails_on_problems(folders):
 
 def test_learnable_band_projection_end_to_end(tmp_path, make_cfg):
     import domainclip
-    from domainclip.paths import data_cards_dir
-    from domainclip.run import run
+    from domainclip.core.paths import data_cards_dir
+    from domainclip.pipeline.run import run
 
     card = yaml.safe_load((data_cards_dir() / "demo_satellite.yaml").read_text())
     card["transforms"]["band_projection"] = True

@@ -14,9 +14,9 @@ from PIL import Image
 
 import domainclip
 from domainclip.evaluation.aggregate import aggregate_groups
-from domainclip.objectives import adapt
+from domainclip.pipeline.objectives import adapt
+from domainclip.pipeline.run import adaptation, evaluate_trained, export_bundle, predictions, setup
 from domainclip.readers import read
-from domainclip.run import adaptation, evaluate_trained, export_bundle, predictions, setup
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0", "tower.image.size=32"]
 
@@ -26,7 +26,7 @@ def run_on_copies(root, source: str, suffix: str, labels: tuple[str, str], group
     classes, ...) as a user would, then trained, evaluated and exported with the recipe's settings."""
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
+    from domainclip.core.paths import config_dir
 
     rows = []
     for i in range(6):
@@ -88,7 +88,7 @@ def test_a_wsi_bundle_scores_a_pre_cut_tile_and_refuses_a_bare_slide_in_raw_logi
     from_png = predictor.predict([str(tmp_path / "tile.png")])
     from_slide = predictor.probabilities(predictor.raw_logits(predictor.load_record(record)[None]))
     torch.testing.assert_close(from_png, from_slide, atol=1e-5, rtol=0)
-    with pytest.raises(domainclip.errors.ReadError, match="pass the file to predict"):
+    with pytest.raises(domainclip.core.errors.ReadError, match="pass the file to predict"):
         predictor.raw_logits([record.path])
 
 
@@ -108,7 +108,7 @@ def test_real_dicoms_of_three_modalities_run_to_metrics_report_and_bundle(tmp_pa
     import pydicom
     from pydicom.data import get_testdata_file
 
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     rows = []
     for label, names in DICOMS.items():

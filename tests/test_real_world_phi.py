@@ -10,8 +10,8 @@ import pytest
 import yaml
 from test_hostile_files import dicom_card
 
-from domainclip.errors import BundleError
-from domainclip.run import export_bundle, run, setup
+from domainclip.core.errors import BundleError
+from domainclip.pipeline.run import export_bundle, run, setup
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0", "tower.image.size=32"]
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import domainclip
-from domainclip.run import run
+from domainclip.pipeline.run import run
 
 
 def test_export_recovers_a_run_that_died_after_training(make_cfg):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from domainclip.errors import ConfigError
-from domainclip.reliability.checkpoint_io import AtomicCheckpointIO, UnsafeCheckpointError, atomic_torch_save
-from domainclip.sample_log import read_sample_log
+from domainclip.core.errors import ConfigError
+from domainclip.training.reliability.checkpoint_io import AtomicCheckpointIO, UnsafeCheckpointError, atomic_torch_save
+from domainclip.training.sample_log import read_sample_log
 
 # LoRA dropout makes the weights depend on the RNG stream, so a resume that restored the wrong
 # RNG state (or skipped the wrong batches) cannot end with the same weights.
@@ -71,7 +71,7 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(tmp_path, _cache):
 
 WRITER = """
 import sys, torch
-from domainclip.reliability.checkpoint_io import atomic_torch_save
+from domainclip.training.reliability.checkpoint_io import atomic_torch_save
 atomic_torch_save({"step": 1, "w": torch.ones(3)}, sys.argv[1])
 print("first", flush=True)
 atomic_torch_save({"step": 2, "w": torch.zeros(150_000_000, dtype=torch.uint8)}, sys.argv[1])
@@ -95,7 +95,7 @@ def test_sigterm_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
 
 
 def run_seeded(make_cfg, run_dir_name: str, seed: int):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     cfg = make_cfg("recipe=pathology", "trainer.max_epochs=1", "method.dropout=0.2", "eval.bootstrap=0",
                    "export.enabled=false", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
@@ -140,8 +140,8 @@ def test_worker_seeding_differs_per_worker_and_repeats_across_reruns():
 
 @pytest.mark.timeout(300)
 def test_capsule_and_replay_name_a_changed_data_file(make_cfg, tmp_path):
+    from domainclip.pipeline.run import run
     from domainclip.replay import check_data, main, replay
-    from domainclip.run import run
 
     cfg = make_cfg("recipe=pathology", f"data.demo_dir={tmp_path / 'demo'}", "trainer.max_epochs=1",
                    "eval.bootstrap=0", "export.enabled=false", "trainer.enable_progress_bar=false")
@@ -189,7 +189,7 @@ def test_pickle_payload_checkpoint_is_refused_on_every_load_path(make_cfg, tmp_p
     (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     with pytest.raises(UnsafeCheckpointError):
         reexport(tmp_path / "run", None)  # python -m domainclip.export run_dir=...
-    from domainclip.reliability.resume import find_checkpoint
+    from domainclip.training.reliability.resume import find_checkpoint
 
     with pytest.raises(UnsafeCheckpointError):  # resume=auto inspects the checkpoint before training
         find_checkpoint(cfg.trainer.resume, tmp_path / "run")
@@ -199,7 +199,7 @@ def test_pickle_payload_checkpoint_is_refused_on_every_load_path(make_cfg, tmp_p
 def test_pickle_payload_adapter_bin_is_refused(tmp_path):
     from peft.utils import load_peft_weights
 
-    from domainclip.errors import BundleError
+    from domainclip.core.errors import BundleError
     from domainclip.export.loader import load_bundle
 
     marker = tmp_path / "PWNED"

@@ -10,7 +10,7 @@ import torch
 
 import domainclip
 from domainclip.data import load_card_data
-from domainclip.run import run
+from domainclip.pipeline.run import run
 
 FAST = ["trainer.enable_progress_bar=false", "tower.image.size=96"]
 
@@ -20,7 +20,7 @@ def pathology_run(tmp_path_factory):
     """The main job at its default settings (the README's first command, minus Hydra)."""
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
+    from domainclip.core.paths import config_dir
 
     out = tmp_path_factory.mktemp("pathology")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -68,7 +68,7 @@ def test_bundle_reproduces_test_metrics(pathology_run):
 def test_tampered_bundle_is_refused(pathology_run, tmp_path):
     import shutil
 
-    from domainclip.errors import BundleError
+    from domainclip.core.errors import BundleError
 
     copy = tmp_path / "bundle"
     shutil.copytree(pathology_run.bundle_dir, copy)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from test_methods import make_task, toy_batch
 
+from domainclip.core.errors import ConfigError
 from domainclip.data.sampler import EpochShardSampler, PaddedDataset
-from domainclip.errors import ConfigError
-from domainclip.grad_cache import grad_cache_backward
+from domainclip.training.grad_cache import grad_cache_backward
 
 
 class Numbers(torch.utils.data.Dataset):
@@ -102,7 +102,7 @@ def test_trainer_configs_compose_and_build(make_cfg):
     for precision in ("bf16-mixed", "16-mixed", "32-true"):
         assert make_cfg(f"trainer.precision={precision}").trainer.precision == precision
     with pytest.raises(ConfigError, match="wrap_blocks"):
-        from domainclip.strategies import fsdp_strategy
+        from domainclip.training.strategies import fsdp_strategy
 
         fsdp_strategy(wrap_blocks=["transformers.models.bert.modeling_bert.NoSuchLayer"])
 
@@ -111,7 +111,7 @@ def test_slurm_launcher_config_composes(make_cfg):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
 
-    from domainclip.paths import config_dir
+    from domainclip.core.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)

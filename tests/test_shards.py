@@ -59,7 +59,7 @@ def test_build_from_demo_cards_keeps_counts_and_no_identifiers(card, size, tmp_p
 
 
 def run_metrics(make_cfg, tmp_path, name, *extra):
-    from domainclip.run import run
+    from domainclip.pipeline.run import run
 
     cfg = make_cfg("recipe=pathology", "tower.image.size=64", "trainer.max_epochs=2", "eval.bootstrap=0",
                    "export.enabled=false", "trainer.enable_progress_bar=false", *extra)

@@ -48,7 +48,7 @@ def test_tiny_clip_loads_from_a_local_dir(tiny_clip_dir):
 
 
 def test_hf_clip_needs_a_path():
-    from domainclip.errors import ConfigError
+    from domainclip.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tower.path is required"):
         build_tower({"name": "hf_clip", "path": None})

@@ -13,8 +13,8 @@ from pathlib import Path
 from domainclip.captions.build import prepare_captions
 from domainclip.captions.review import export_review, import_review, load_approved
 from domainclip.cards import load_card
+from domainclip.core.errors import USER_ERRORS, one_line
 from domainclip.data.card_data import load_card_data
-from domainclip.errors import USER_ERRORS, one_line
 
 
 def _bank(args):

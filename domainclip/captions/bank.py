@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from domainclip.captions.llm import Expansion
 from domainclip.captions.templates import Caption, caption_fields, class_captions, label_captions
 from domainclip.cards.manifest import Record
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 
 
 @dataclass

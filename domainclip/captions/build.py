@@ -5,10 +5,10 @@ from domainclip.captions.bank import CaptionBank, build_bank
 from domainclip.captions.llm import LLMSettings, expand
 from domainclip.captions.review import load_approved
 from domainclip.captions.templates import template_set_for
+from domainclip.core.distributed import computed_once
+from domainclip.core.errors import ConfigError
+from domainclip.core.paths import cache_dir
 from domainclip.data.identifiers import identifying_values  # the same values the export audit uses
-from domainclip.distributed import computed_once
-from domainclip.errors import ConfigError
-from domainclip.paths import cache_dir
 
 
 def prepare_captions(data, template_set: str | None = None, llm: dict | None = None,

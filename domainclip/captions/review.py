@@ -5,7 +5,7 @@ import csv
 import json
 from pathlib import Path
 
-from domainclip.paths import cache_dir
+from domainclip.core.paths import cache_dir
 
 TRUE = {"1", "true", "yes", "y", "x", "approved"}
 

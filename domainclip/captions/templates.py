@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from domainclip.cards.schema import DataCard
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 
 TEMPLATES_FILE = Path(__file__).with_name("templates.yaml")
 MODALITY_TO_SET = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from domainclip.core.errors import USER_ERRORS, one_line
 from domainclip.data.card_data import load_card_data
-from domainclip.errors import USER_ERRORS, one_line
 
 
 def main(argv: list[str] | None = None) -> int:

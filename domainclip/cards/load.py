@@ -6,10 +6,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from domainclip.cards.schema import DataCard
-from domainclip.errors import CardError
-from domainclip.fileio import sha256_file
-from domainclip.paths import data_cards_dir
-from domainclip.safe_yaml import load_yaml_file
+from domainclip.core.errors import CardError
+from domainclip.core.fileio import sha256_file
+from domainclip.core.paths import data_cards_dir
+from domainclip.core.safe_yaml import load_yaml_file
 
 FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 

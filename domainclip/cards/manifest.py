@@ -9,7 +9,7 @@ from pathlib import Path
 
 from domainclip.cards.load import confined
 from domainclip.cards.schema import DataCard
-from domainclip.errors import CardError
+from domainclip.core.errors import CardError
 
 MISSING_GROUP = {"", "nan", "none", "null", "na", "n/a"}  # what spreadsheets write for an empty cell
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from domainclip.cards.manifest import Record
 from domainclip.cards.schema import SPLIT_NAMES, SplitSpec
-from domainclip.errors import CardError
+from domainclip.core.errors import CardError
 
 
 def hash_group(group: str, seed: int) -> str:

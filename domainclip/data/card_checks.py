@@ -6,8 +6,8 @@ import inspect
 from pathlib import Path
 
 from domainclip.cards.schema import DataCard
+from domainclip.core.errors import CardError
 from domainclip.data.expand import GRID_OPTIONS
-from domainclip.errors import CardError
 from domainclip.readers import READERS
 from domainclip.transforms.pipeline import DomainOptions
 

@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, WeightedRandomSampler
 
+from domainclip.core.distributed import world
 from domainclip.data.sampler import EpochShardSampler, PaddedDataset, seed_worker
-from domainclip.distributed import world
 
 PIN_MEMORY = torch.cuda.is_available()  # page-locked batches: asynchronous host-to-GPU copies
 

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
+from domainclip.core.distributed import computed_once
 from domainclip.data.dataset import FeatureDataset, ImageDataset
-from domainclip.distributed import computed_once
 
 
 def file_stamps(records) -> list[list[int]]:

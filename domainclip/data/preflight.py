@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from domainclip.cards.manifest import Record
-from domainclip.errors import DomainClipError, ReadError
+from domainclip.core.errors import DomainClipError, ReadError
 from domainclip.readers import read_record
 
 ON_ERROR = ("fail", "skip")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainclip.core.paths import cache_dir
+from domainclip.core.registry import Registry
 from domainclip.demo import pathology, radiology, satellite
 from domainclip.demo.common import ensure_generated
-from domainclip.paths import cache_dir
-from domainclip.registry import Registry
 
 DEMOS: Registry = Registry("demo dataset")
 for _name, _module in (("pathology", pathology), ("radiology", radiology), ("satellite", satellite)):

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from domainclip.distributed import computed_once
+from domainclip.core.distributed import computed_once
 
 DEMO_VERSION = 4
 MARKER = ".domainclip-demo.json"

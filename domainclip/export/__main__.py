@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from domainclip.errors import USER_ERRORS, DomainClipError, one_line
-from domainclip.reliability.checkpoint_io import safe_torch_load
-from domainclip.run import evaluate_trained, export_bundle, predictions, setup, write_summary
+from domainclip.core.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.pipeline.run import evaluate_trained, export_bundle, predictions, setup, write_summary
+from domainclip.training.reliability.checkpoint_io import safe_torch_load
 
 
 def reexport(run_dir: Path, merge: bool | None = None) -> Path:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from domainclip.errors import BundleError
-from domainclip.fileio import atomic_write_text
-from domainclip.paths import cache_dir
+from domainclip.core.errors import BundleError
+from domainclip.core.fileio import atomic_write_text
+from domainclip.core.paths import cache_dir
 from domainclip.towers.base import files_digest, tower_class
 from domainclip.towers.two_tower import EFFNET, MINILM
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
+from domainclip.core.fileio import sha256_file, writing
+from domainclip.core.version import __version__
 from domainclip.export.base_models import portable_config, register_base
 from domainclip.export.merge import write_merged
 from domainclip.export.model_card import render_model_card
 from domainclip.export.onnx import write_onnx
 from domainclip.export.phi import audit, card_free_text, refuse_on_hits
 from domainclip.export.schema import SCHEMA_VERSION, validate_metadata
-from domainclip.fileio import sha256_file, writing
 from domainclip.model.adapted import HEADS_FILE  # noqa: F401 - the bundle's file names, re-exported
-from domainclip.version import __version__
 
 SUMS_FILE = "SHA256SUMS"
 REPRODUCE_FILE = "reproduce.yaml"  # the resolved run config; not config.yaml, which conf/ would shadow

@@ -9,15 +9,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domainclip.core.errors import BundleError, DomainClipError, ReadError
+from domainclip.core.fileio import sha256_file
 from domainclip.data.expand import file_cells, needs_expansion
-from domainclip.errors import BundleError, DomainClipError, ReadError
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
-from domainclip.fileio import sha256_file
 from domainclip.model import AdaptedModel
 from domainclip.model.adapted import SPEC_FILE, read_spec
 from domainclip.readers import read, read_record

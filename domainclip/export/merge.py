@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 
 MERGED_DIR = "merged"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from domainclip.errors import BundleError
+from domainclip.core.errors import BundleError
 
 ONNX_FILE = "image_encoder.onnx"
 

@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 
 from domainclip.captions.validate import PHI_PATTERNS
+from domainclip.core.errors import BundleError
 from domainclip.data.identifiers import identifying_values, norm  # noqa: F401 - identifying_values re-exported
-from domainclip.errors import BundleError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from domainclip.errors import BundleError
+from domainclip.core.errors import BundleError
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("metadata.schema.json")

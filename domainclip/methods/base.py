@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domainclip.registry import Registry
+from domainclip.core.registry import Registry
 from domainclip.towers.base import Tower
 
 METHODS: Registry = Registry("method")

@@ -6,7 +6,7 @@ from pathlib import Path
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 from domainclip.methods.base import METHODS, Method
 
 MODEL_FILE = "model.safetensors"

@@ -1,7 +1,7 @@
 """Linear probe: logistic regression on frozen, L2-normalised image features, C swept on val.
 
 The method is the probe's scoring; the fit itself is the pipeline's closed-form objective
-(``domainclip.objectives``), which calls :meth:`LinearProbe.fit_probe`.
+(``domainclip.pipeline.objectives``), which calls :meth:`LinearProbe.fit_probe`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from domainclip.errors import ConfigError
-from domainclip.fileio import load_safetensors as load_file
+from domainclip.core.errors import ConfigError
+from domainclip.core.fileio import load_safetensors as load_file
 from domainclip.methods.base import METHODS, Method, freeze
 
 PROBE_FILE = "linear_probe.safetensors"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 from domainclip.methods.base import METHODS, Method
 
 SIDES = ("image", "text")

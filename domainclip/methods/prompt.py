@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from domainclip.fileio import load_safetensors as load_file
+from domainclip.core.fileio import load_safetensors as load_file
 from domainclip.methods.base import METHODS, Method, PromptSet
 
 PLACEHOLDER = "X"

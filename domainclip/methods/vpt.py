@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from domainclip.errors import ConfigError
-from domainclip.fileio import load_safetensors as load_file
+from domainclip.core.errors import ConfigError
+from domainclip.core.fileio import load_safetensors as load_file
 from domainclip.methods.base import METHODS, Method
 
 VPT_FILE = "visual_prompts.safetensors"

@@ -1,7 +1,7 @@
 """WiSE-FT (Wortsman et al., 2022): interpolate zero-shot and fine-tuned weights.
 
 The method is its inner method's adapter; the pipeline's ``weight_sweep`` objective
-(``domainclip.objectives``) trains the inner method, then sets the trained tensors to
+(``domainclip.pipeline.objectives``) trains the inner method, then sets the trained tensors to
 ``(1 - a) * zero_shot + a * fine_tuned`` for each ``a`` in ``alphas`` and keeps the best on val.
 """
 from __future__ import annotations

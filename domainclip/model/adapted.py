@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from domainclip.errors import BundleError
-from domainclip.fileio import load_safetensors
+from domainclip.core.errors import BundleError
+from domainclip.core.fileio import load_safetensors
 from domainclip.methods.base import Method, PromptSet, build_method, freeze, scaled_similarity  # noqa: F401
 from domainclip.towers.band_projection import BandProjection
 from domainclip.towers.base import Tower, build_tower

@@ -8,8 +8,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from domainclip.errors import ReadError
-from domainclip.registry import Registry
+from domainclip.core.errors import ReadError
+from domainclip.core.registry import Registry
 from domainclip.transforms.spatial import min_side_for
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from domainclip.errors import ReadError
+from domainclip.core.errors import ReadError
 from domainclip.readers.base import register_reader
 from domainclip.transforms.spatial import box_reduce, reduction_factor
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from domainclip.errors import ReadError
+from domainclip.core.errors import ReadError
 from domainclip.readers.base import register_reader
 from domainclip.transforms.stain import normalize_he
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from domainclip.errors import USER_ERRORS, one_line
+from domainclip.core.errors import USER_ERRORS, one_line
 from domainclip.shards.build import build_shards
 from domainclip.shards.manifest import load_manifest
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from domainclip.captions.build import prepare_captions
+from domainclip.core.fileio import sha256_file as file_sha256
 from domainclip.data import load_card_data
-from domainclip.fileio import sha256_file as file_sha256
 from domainclip.readers import read_record
 from domainclip.shards.manifest import FORMAT, SAFE_META, transform_digest
 from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from domainclip.core.distributed import world
 from domainclip.data.sampler import epoch_permutation
-from domainclip.distributed import world
 
 
 def decode(sample: dict) -> tuple[np.ndarray, dict]:

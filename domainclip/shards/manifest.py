@@ -10,8 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from domainclip.errors import DomainClipError
-from domainclip.hash_cache import HashCache
+from domainclip.core.errors import DomainClipError
+from domainclip.core.hash_cache import HashCache
 
 FORMAT = "domainclip-webdataset-1"
 SAFE_META = ("modality", "units", "spacing", "photometric", "frames", "mpp", "level", "window", "windows", "bands")

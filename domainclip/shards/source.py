@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 from domainclip.shards.dataset import ShardStream
 from domainclip.shards.manifest import load_manifest, transform_digest
 from domainclip.transforms.pipeline import DomainOptions

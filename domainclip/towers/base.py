@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from domainclip.errors import ConfigError
-from domainclip.registry import Registry
+from domainclip.core.errors import ConfigError
+from domainclip.core.registry import Registry
 from domainclip.transforms.pipeline import Preprocess
 
 TOWERS: Registry = Registry("tower")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from torch import nn
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 from domainclip.towers.base import TOWERS, Tower, files_digest, hub_options, weight_files
 from domainclip.towers.two_tower import _local_or_hub
 from domainclip.transforms.pipeline import Preprocess

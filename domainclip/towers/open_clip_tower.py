@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
 from domainclip.transforms.pipeline import Preprocess
 

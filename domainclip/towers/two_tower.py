@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 from domainclip.towers.base import TOWERS, Tower, files_digest, weight_files
 from domainclip.towers.effnet_lite import (
     FEATURE_DIM,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 
 # transformer blocks of the towers domainclip ships configs for
 TRANSFORMER_BLOCKS = (

@@ -13,31 +13,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
+from domainclip.core.distributed import launch_rank
+from domainclip.core.errors import DomainClipError, one_line
+from domainclip.core.fileio import atomic_write_text
 from domainclip.data import CardData, SplitDataModule, load_card_data
 from domainclip.data.card_checks import check_bands_to_rgb
 from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
-from domainclip.distributed import launch_rank
-from domainclip.errors import DomainClipError, one_line
 from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.clinical import EvalSettings
 from domainclip.evaluation.evaluators import evaluator_for
+from domainclip.evaluation.report import print_summary, write_report
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.export import write_bundle
 from domainclip.export.phi import audit_run_texts, identifying_values
-from domainclip.few_shot_protocol import run_few_shot
-from domainclip.fileio import atomic_write_text
-from domainclip.objectives import Adaptation, adapt
-from domainclip.reference import ReferenceZeroShot
-from domainclip.reliability.capsule import write_capsule
-from domainclip.reliability.guard import NonFiniteGuard
-from domainclip.reliability.resume import find_checkpoint
-from domainclip.reliability.run_lock import hold_run_dir
-from domainclip.report import print_summary, write_report
-from domainclip.run_checks import check_run_config, check_splits
-from domainclip.run_data import build_datasets, eval_settings, input_adapter_spec, predictions, sample_meta
-from domainclip.sites import compare_sites, evaluate_sites, load_external_sites
-from domainclip.task import ContrastiveTask
+from domainclip.pipeline.few_shot_protocol import run_few_shot
+from domainclip.pipeline.objectives import Adaptation, adapt
+from domainclip.pipeline.reference import ReferenceZeroShot
+from domainclip.pipeline.run_checks import check_run_config, check_splits
+from domainclip.pipeline.run_data import build_datasets, eval_settings, input_adapter_spec, predictions, sample_meta
+from domainclip.pipeline.sites import compare_sites, evaluate_sites, load_external_sites
+from domainclip.training.reliability.capsule import write_capsule
+from domainclip.training.reliability.guard import NonFiniteGuard
+from domainclip.training.reliability.resume import find_checkpoint
+from domainclip.training.reliability.run_lock import hold_run_dir
+from domainclip.training.task import ContrastiveTask
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from domainclip.distributed import any_rank
+from domainclip.core.distributed import any_rank
 
 EXIT_CODE = 143
 

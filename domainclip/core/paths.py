@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # domainclip/ (this file is domainclip/core/paths.py)
 REPO_DIR = PACKAGE_DIR.parent
 
 

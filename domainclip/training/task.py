@@ -9,11 +9,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from domainclip.grad_cache import all_reduce_gradients, grad_cache_backward
-from domainclip.losses import LOSSES, global_mean
 from domainclip.methods.base import PromptSet
 from domainclip.model import AdaptedModel
-from domainclip.reliability.guard import NonFiniteGuard
+from domainclip.training.grad_cache import all_reduce_gradients, grad_cache_backward
+from domainclip.training.losses import LOSSES, global_mean
+from domainclip.training.reliability.guard import NonFiniteGuard
 
 
 def caption_choice(seed: int, epoch: int, index: int, n: int) -> int:

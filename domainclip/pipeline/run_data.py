@@ -6,14 +6,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from domainclip.core.paths import cache_dir
 from domainclip.data import CardData, ImageDataset, SplitDataModule
 from domainclip.data.features import cache_key, cached_features
 from domainclip.evaluation import task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions
-from domainclip.paths import cache_dir
 from domainclip.readers import read
 from domainclip.shards.source import shard_cache_key, shard_datasets
-from domainclip.task import ContrastiveTask
+from domainclip.training.task import ContrastiveTask
 from domainclip.transforms.pipeline import DomainOptions
 
 

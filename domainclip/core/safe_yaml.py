@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from domainclip.errors import CardError
+from domainclip.core.errors import CardError
 
 MAX_BYTES = 1 << 20  # a card is a few KB; anything over 1 MiB is not a card
 MAX_DEPTH = 32  # a card nests about 4 levels deep

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from domainclip.distributed import computed_once
-from domainclip.fileio import atomic_write_text, sha256_file
-from domainclip.paths import cache_dir
+from domainclip.core.distributed import computed_once
+from domainclip.core.fileio import atomic_write_text, sha256_file
+from domainclip.core.paths import cache_dir
 
 
 class HashCache:

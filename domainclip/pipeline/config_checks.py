@@ -10,10 +10,10 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from domainclip.errors import ConfigError
-from domainclip.losses import LOSSES
+from domainclip.core.errors import ConfigError
 from domainclip.methods import METHODS
 from domainclip.towers.base import tower_class
+from domainclip.training.losses import LOSSES
 
 EVAL_SPLITS = ("val", "test")
 

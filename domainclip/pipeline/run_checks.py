@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from domainclip.config_checks import EVAL_SPLITS, check_run_config  # noqa: F401 - re-exported
+from domainclip.core.errors import CardError
 from domainclip.data.card_checks import missing_classes
-from domainclip.errors import CardError
+from domainclip.pipeline.config_checks import EVAL_SPLITS, check_run_config  # noqa: F401 - re-exported
 
 
 def check_splits(cfg: DictConfig, data, trains: bool) -> None:

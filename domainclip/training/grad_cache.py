@@ -18,8 +18,8 @@ from contextlib import nullcontext
 
 import torch
 
-from domainclip.distributed import world
-from domainclip.errors import ConfigError
+from domainclip.core.distributed import world
+from domainclip.core.errors import ConfigError
 
 
 def split_batch(batch: dict, chunk: int) -> list[dict]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from domainclip.distributed import any_rank, world
-from domainclip.errors import DomainClipError
+from domainclip.core.distributed import any_rank, world
+from domainclip.core.errors import DomainClipError
 
 
 class TrainingHalted(DomainClipError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 
 LOCK_NAME = ".lock"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from domainclip.errors import DomainClipError
-from domainclip.fileio import writing
+from domainclip.core.errors import DomainClipError
+from domainclip.core.fileio import writing
 
 
 class UnsafeCheckpointError(DomainClipError):

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domainclip.core.registry import Registry
 from domainclip.data import SplitDataModule
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.methods.base import Method
-from domainclip.reference import ReferenceZeroShot
-from domainclip.registry import Registry
-from domainclip.task import ContrastiveTask
+from domainclip.pipeline.reference import ReferenceZeroShot
+from domainclip.training.task import ContrastiveTask
 
 OBJECTIVES: Registry = Registry("objective")
 

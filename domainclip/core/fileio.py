@@ -8,7 +8,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from domainclip.errors import BundleError, DomainClipError
+from domainclip.core.errors import BundleError, DomainClipError
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 

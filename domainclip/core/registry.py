@@ -1,9 +1,11 @@
 """A tiny name -> object registry; readers, towers, methods and losses are picked by name."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, TypeVar
 
-from domainclip.errors import ConfigError
+from domainclip.core.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -40,3 +42,10 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def import_submodules(package: str, path) -> None:
+    """Import every module of ``package`` (its ``__path__``), so that each registers itself:
+    adding a reader, tower or method is adding its file."""
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        importlib.import_module(f"{package}.{info.name}")

@@ -16,8 +16,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from domainclip.errors import ConfigError, DomainClipError
-from domainclip.reliability.checkpoint_io import safe_torch_load
+from domainclip.core.errors import ConfigError, DomainClipError
+from domainclip.training.reliability.checkpoint_io import safe_torch_load
 
 
 def capture_rng() -> dict:

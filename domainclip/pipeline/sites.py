@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from domainclip.core.errors import CardError
 from domainclip.data import CardData, SplitDataModule, load_card_data
-from domainclip.errors import CardError
 from domainclip.evaluation.bootstrap import independent_bootstrap
 from domainclip.evaluation.clinical import EvalSettings, Predictions
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.scores import HEADLINE
-from domainclip.run_data import build_datasets, predictions
+from domainclip.pipeline.run_data import build_datasets, predictions
 
 COMPARED = ("top1", "balanced_accuracy", "macro_auroc")
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from domainclip.hash_cache import HashCache
+from domainclip.core.hash_cache import HashCache
+from domainclip.core.paths import REPO_DIR
 
 
 def data_fingerprint(data, hashes: HashCache | None = None) -> dict:
@@ -70,7 +71,7 @@ def changed_files(recorded: dict) -> list[str]:
 
 def git_state() -> dict:
     """SHA and dirty flag of the git checkout domainclip runs from (null outside one)."""
-    src = Path(__file__).resolve().parents[2]
+    src = REPO_DIR
 
     def git(*args):
         return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=20)
