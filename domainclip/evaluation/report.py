@@ -5,6 +5,7 @@ from pathlib import Path
 
 from domainclip.evaluation import figures
 from domainclip.evaluation.evaluators import evaluator_of
+from domainclip.evaluation.scores import METRICS
 
 
 def _rows(summary: dict) -> list[tuple[str, str, float, float, float]]:
@@ -33,7 +34,7 @@ def _ci(m: dict, key: str) -> str:
 def clinical_section(clinical: dict, comparison: dict, class_names: list[str]) -> str:
     """Headline metrics with CIs, per-class table, operating points, calibration, groups, subgroups."""
     img = clinical["image_level"]
-    keys = ("top1", "balanced_accuracy", "macro_auroc", "ece", "brier")
+    keys = tuple(dict.fromkeys([*METRICS["single_label"], *METRICS["multi_label"]]))  # every registered metric
     head = "| level | n | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys)
     rows = [f"| image | {clinical['n']} | " + " | ".join(_ci(img, k) for k in keys) + " |"]
     grp = clinical["group_level"]
