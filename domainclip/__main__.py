@@ -72,10 +72,12 @@ def describe_composition_error(exc: Exception) -> str:
     """Hydra's message as one line; an unknown key says how to find the real ones."""
     from hydra.errors import MissingConfigException
 
-    if isinstance(exc, MissingConfigException):
-        first = str(exc).strip().splitlines()[0]
-        options = f"; available: {', '.join(exc.options)}" if getattr(exc, "options", None) else ""
-        return f"{first}{options}"
+    if isinstance(exc, MissingConfigException):  # Hydra's own words, options on one line
+        lines = [line.strip() for line in str(exc).split("Config search path:")[0].splitlines() if line.strip()]
+        heading = next((i for i, line in enumerate(lines) if line.startswith("Available options")), None)
+        if heading is None:
+            return "; ".join(lines)
+        return f"{'; '.join(lines[:heading])}; {lines[heading]} {', '.join(lines[heading + 1:])}"
     cause = exc.__cause__ or exc
     text = one_line(cause) if str(cause).strip() else one_line(exc)
     key = getattr(cause, "full_key", None)

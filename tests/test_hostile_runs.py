@@ -130,7 +130,7 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     torch.save({"epoch": 0, "global_step": 3, "state_dict": {"w": torch.ones(1000)}}, ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:300])
     with pytest.raises(ConfigError, match="damaged or truncated") as err:
-        find_checkpoint(make_cfg("trainer.resume=auto").trainer.resume, tmp_path / "run")
+        find_checkpoint(make_cfg("recipe=pathology", "trainer.resume=auto").trainer.resume, tmp_path / "run")
     assert "last.ckpt" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -146,7 +146,7 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     ("trainer.max_epoch=3", ("trainer.max_epoch: no such config key", "+trainer.max_epoch=")),
     ("+method.rr=4", ("method.rr: not a key of method 'lora'", "alpha, dropout")),
     ("+loss.temperature=2", ("loss.temperature: not a key of loss 'clip'", "local_loss")),
-    ("method=lorax", ("method/lorax", "available: cocoop, coop")),
+    ("method=lorax", ("method/lorax", "Available options in 'method': cocoop, coop")),
     ("data.card=???", ("data.card is not set", "recipe=pathology")),
 ])
 def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles):

@@ -185,7 +185,7 @@ def test_pickle_payload_checkpoint_is_refused_on_every_load_path(make_cfg, tmp_p
 
     from domainclip.export.__main__ import reexport
 
-    cfg = make_cfg("trainer.resume=auto")
+    cfg = make_cfg("recipe=pathology", "trainer.resume=auto")
     (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     with pytest.raises(UnsafeCheckpointError):
         reexport(tmp_path / "run", None)  # python -m domainclip.export run_dir=...

@@ -90,9 +90,10 @@ def _value(cfg: DictConfig, key: str):
 
 
 def check_run_config(cfg: DictConfig) -> None:
-    """Check the values users most often set, before any data is read: every key in ``RULES``,
-    and each key in ``WHEN_PRESENT`` that the selected method, loss and trainer have; then that
-    the tower, method and loss have no key their code does not take."""
+    """Before any data is read: the tower, method and loss exist and have no key their code does
+    not take; then every key in ``RULES`` (``data.card`` first: others interpolate it) and each key in ``WHEN_PRESENT``
+    that the selected method, loss and trainer have."""
+    check_option_keys(cfg)
     for key, (test, allowed) in RULES.items():
         value = _value(cfg, key)
         if not test(value):
@@ -106,7 +107,6 @@ def check_run_config(cfg: DictConfig) -> None:
         if not test(value):
             chosen = f" for {group} '{node.get('name')}'" if "name" in node else ""
             raise ConfigError(f"{key}={value!r} is not allowed{chosen}: expected {allowed}")
-    check_option_keys(cfg)
 
 
 PASSED_BY_THE_RUN = {  # arguments the run fills in itself, never config keys
