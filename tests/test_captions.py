@@ -205,3 +205,38 @@ def test_captions_are_the_same_with_or_without_the_file_check(tmp_path):
     assert main(["export-review", "demo_radiology", "--out", str(out)]) == 0
     reviewed = {r["caption"] for r in csv.DictReader(out.open())}
     assert set(bank_a.texts) <= reviewed  # the clinician reviews every caption training uses
+
+
+def test_captions_are_identical_on_the_five_paths(tmp_path, capsys):
+    """Training, preview, export-review, the shard builder and a WiSE-FT reference card all build
+    the same caption bank from a card whose reader options feed the templates (CT windows)."""
+    import tarfile
+
+    from domainclip.captions.__main__ import main
+    from domainclip.pipeline.reference import ReferenceZeroShot
+    from domainclip.shards import build_shards
+
+    training, _ = prepare_captions(load_card_data("demo_radiology", on_error="fail"))  # what run.setup builds
+    everything = set(training.texts)
+    assert any("lung-window" in t for t in everything)
+
+    assert main(["preview", "demo_radiology", "--n", "1000"]) == 0
+    shown = {line.strip()[2:].rsplit("  (", 1)[0] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("  - ")}
+    assert shown == everything
+
+    out = tmp_path / "review.csv"
+    assert main(["export-review", "demo_radiology", "--out", str(out)]) == 0
+    assert {r["caption"] for r in csv.DictReader(out.open())} == everything
+
+    build_shards("demo_radiology", tmp_path / "shards", size=16, shard_mb=1)
+    in_shards = set()
+    for tar in sorted((tmp_path / "shards").glob("*.tar")):
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():
+                if m.name.endswith(".json"):
+                    in_shards.update(json.loads(t.extractfile(m).read())["captions"])
+    assert in_shards == everything
+
+    reference = ReferenceZeroShot("demo_radiology")
+    assert reference.prompts == [training.texts[r] for rows in training.class_prompts for r in rows]
