@@ -198,3 +198,17 @@ def test_report_and_model_card_show_utility_sites_and_sets(pathology_run):
     assert "demo_pathology_site_b" in card and "Conformal sets (LAC" in card and "Calibration slope" in card
     recal = pathology_run.metrics["clinical"]["recalibration"]
     assert any(r["slope"] is not None for r in recal.values())
+
+
+def test_bundle_explain_gives_the_adapted_models_maps(pathology_run):
+    predictor = domainclip.load_bundle(pathology_run.bundle_dir)
+    paths = [r.path for r in load_card_data("demo_pathology").splits["test"][:3]]
+    maps = predictor.explain(paths)
+    size = predictor.preprocess.size
+    assert maps.shape == (3, len(predictor.classes), size, size) and torch.isfinite(maps).all()
+    assert torch.equal(maps, predictor.explain(paths))  # deterministic
+    pixels = predictor._pixels(paths)
+    with torch.no_grad():
+        torch.testing.assert_close(maps, predictor.model.similarity_maps(pixels))
+    texts = predictor.explain(paths[:1], texts=["tumour cells", "fat"])
+    assert texts.shape == (1, 2, size, size)

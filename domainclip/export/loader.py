@@ -248,6 +248,25 @@ class Predictor:
         members = prediction_sets(probs.double().numpy(), threshold, score)
         return [[c for c, keep in zip(self.classes, row) if keep] for row in members]
 
+    @torch.inference_mode()
+    def explain(self, images, texts: list[str] | None = None, batch_size: int = 16) -> torch.Tensor:
+        """(N, K, S, S) similarity maps at the model's input size: for each input, where each
+        class (or each of ``texts``) matches, from the bundle's adapted model (see
+        ``AdaptedModel.similarity_maps``). Inputs are read and preprocessed as ``predict`` reads
+        tiles, chips and arrays; whole slides and scenes are refused (pass their tiles or chips)."""
+        if not isinstance(images, torch.Tensor):
+            images = list(images)
+            for item in images:
+                if self.cells(item) is not None:
+                    raise ReadError(item, "input", "similarity maps are computed per tile or chip, not per slide "
+                                    "or scene", "pass the tiles or chips (or arrays) to explain")
+        classes = self.embed_texts(list(texts)) if texts else None
+        out = []
+        for start in range(0, len(images), batch_size):
+            pixels = self._pixels(images[start : start + batch_size])
+            out.append(self.model.similarity_maps(pixels, class_embeddings=classes))
+        return torch.cat(out)
+
     @property
     def aggregation(self) -> tuple[str, int]:
         """How the run pooled images to its clinical unit (``eval.aggregate``, ``eval.topk``)."""

@@ -114,6 +114,19 @@ class Method:
         emb = model.tower.encode_text(prompts.input_ids, prompts.attention_mask)
         return ensemble(emb, prompts.labels, prompts.num_classes)
 
+    def location_scores(self, model, features: torch.Tensor, prompts: PromptSet,
+                        class_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, h, w) cosine similarity of each location's embedding to each class, from
+        per-location backbone features (B, h, w, F); conditioned classes use the image's global
+        embedding (the mean of its locations)."""
+        emb = F.normalize(model.tower.image_head(features), dim=-1)
+        if class_emb is None:
+            pooled = F.normalize(emb.mean(dim=(1, 2)), dim=-1)
+            class_emb = self.class_embeddings(model, prompts, pooled)
+        if class_emb.ndim == 2:
+            return torch.einsum("bhwd,kd->bkhw", emb, class_emb)
+        return torch.einsum("bhwd,bkd->bkhw", emb, class_emb)
+
     def logits(self, model, batch: dict, prompts: PromptSet, class_emb: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) scaled cosine logits of the batch's images against the classes."""
         img = model.embed_images(batch)

@@ -80,6 +80,13 @@ class LinearProbe(Method):
             return super().logits(model, batch, prompts, class_emb)
         return probe(batch["features"] if "features" in batch else model.image_features(batch["pixels"]))
 
+    def location_scores(self, model, features, prompts, class_emb=None):
+        """The probe's logit at each location (it is linear in the normalised features)."""
+        probe = model.adapters["probe"]
+        if not probe.fitted:
+            return super().location_scores(model, features, prompts, class_emb)
+        return probe(features).permute(0, 3, 1, 2)
+
     def fit_probe(self, model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
         """Fit on normalised (features, labels) of train, choose C on val, install the probe;
         returns the report for metrics.json."""

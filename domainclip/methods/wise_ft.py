@@ -56,3 +56,6 @@ class WiseFT(Method):
 
     def logits(self, model, batch, prompts, class_emb=None):
         return self.inner.logits(model, batch, prompts, class_emb)
+
+    def location_scores(self, model, features, prompts, class_emb=None):
+        return self.inner.location_scores(model, features, prompts, class_emb)

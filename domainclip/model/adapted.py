@@ -157,6 +157,19 @@ class AdaptedModel(nn.Module):
         emb = self.tower.image_head(batch["features"]) if "features" in batch else self.encode_image(batch["pixels"])
         return F.normalize(emb, dim=-1)
 
+    def similarity_maps(self, pixels: torch.Tensor, class_embeddings: torch.Tensor | None = None,
+                        zero_shot: bool = False) -> torch.Tensor:
+        """(B, K, H, W) where each image location matches each class, at the input's resolution
+        (bilinear): cosine similarity of the location's embedding to the class embedding of the
+        method (``zero_shot``: the template ensemble; ``class_embeddings``: any (K, D) texts), or
+        the linear probe's logit. Uses the tower's per-location features (``dense_features``)."""
+        if self.input_adapter is not None:
+            pixels = self.input_adapter(pixels)
+        features = self.tower.dense_features(pixels)
+        method = ZERO_SHOT if zero_shot or class_embeddings is not None else self.method
+        scores = method.location_scores(self, features, self.prompt_set(), class_embeddings)
+        return F.interpolate(scores.float(), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised text embeddings of tokenised texts."""
         return F.normalize(self.tower.encode_text(input_ids, attention_mask), dim=-1)

@@ -117,6 +117,12 @@ class Tower(nn.Module):
         with torch.no_grad():
             return int(self.encode_text(tok["input_ids"], tok["attention_mask"]).shape[-1])
 
+    def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, F) backbone features per image location, such that ``image_head`` maps each
+        into the shared space (for similarity maps)."""
+        raise ConfigError(f"tower '{type(self).__name__}' gives no per-location features yet; similarity maps "
+                          "support the EfficientNet default and transformers CLIP towers")
+
     def vision_embeddings(self) -> tuple[nn.Module, int]:
         """The ViT patch-embedding module and hidden size (for visual prompt tuning)."""
 

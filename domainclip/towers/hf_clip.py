@@ -61,6 +61,31 @@ class HFClipTower(Tower):
     def backbone_features(self, pixels):
         return self.image_encoder(pixel_values=pixels).pooler_output
 
+    def dense_features(self, pixels):
+        """Per-patch features for similarity maps, by MaskCLIP's value path (Zhou, Loy and Dai,
+        "Extract Free Dense Labels from CLIP", ECCV 2022): the last block's input goes through its
+        layer norm, value and output projections only (no query-key attention, no residual, no
+        MLP), then the post layer norm, so that ``image_head`` projects each patch into the shared
+        space. Plain patch tokens of the last block give noisy maps; this path is training-free and
+        uses the adapted weights (LoRA on ``v_proj``/``out_proj``, visual prompts) as they are."""
+        vision = self.image_encoder
+        last = vision.encoder.layers[-1]
+        captured = {}
+
+        def grab(module, args, kwargs):
+            captured["x"] = args[0] if args else kwargs["hidden_states"]
+
+        handle = last.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            vision(pixel_values=pixels)
+        finally:
+            handle.remove()
+        attn = last.self_attn
+        tokens = vision.post_layernorm(attn.out_proj(attn.v_proj(last.layer_norm1(captured["x"]))))
+        patch = self.model.config.vision_config.patch_size
+        rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
+        return tokens[:, -rows * cols:].reshape(tokens.shape[0], rows, cols, tokens.shape[-1])
+
     def image_head(self, features):
         return self.model.visual_projection(features)
 
@@ -105,6 +130,10 @@ class HFSiglipTower(HFClipTower):
 
     def text_head(self, features):
         return features
+
+    def dense_features(self, pixels):
+        """SigLIP pools with an attention head, not a projection: no MaskCLIP path yet."""
+        return Tower.dense_features(self, pixels)
 
     def head_state_dict(self):
         return {"log_logit_scale": self.log_logit_scale, "logit_bias": self.logit_bias}

@@ -43,8 +43,10 @@ class _EffNetImage(nn.Module):
         self.net = load_efficientnet_lite0(weights)
         self.out_dim = FEATURE_DIM
 
-    def forward(self, pixels):
-        return self.net.forward_features(pixels)
+    def forward(self, pixels, dense: bool = False):
+        """Pooled (B, 1280) features, or with ``dense`` the (B, 1280, h, w) map (through this
+        module's call, so input hooks such as padding prompts apply to both)."""
+        return self.net.feature_map(pixels) if dense else self.net.forward_features(pixels)
 
 
 class _HFImage(nn.Module):
@@ -118,6 +120,13 @@ class TwoTower(Tower):
 
     def backbone_features(self, pixels):
         return self.image_encoder(pixels)
+
+    def dense_features(self, pixels):
+        """The EfficientNet's last feature map, location by location: (B, h, w, 1280). The global
+        feature is their mean, so the image head (linear) maps their mean to the image embedding."""
+        if not isinstance(self.image_encoder, _EffNetImage):
+            return super().dense_features(pixels)
+        return self.image_encoder(pixels, dense=True).permute(0, 2, 3, 1)
 
     def image_head(self, features):
         return self.image_proj(features)

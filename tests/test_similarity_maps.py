@@ -1,0 +1,93 @@
+"""Similarity maps (the start of #22): per-location class scores from the adapted model, for the
+EfficientNet default (its feature map) and transformers CLIP (MaskCLIP's value path)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from domainclip.core.errors import ConfigError
+from domainclip.model import AdaptedModel
+
+CLASSES = ["red", "green", "blue", "grey"]
+PROMPTS = [t.format(c) for c in CLASSES for t in ("a photo of {}.", "a {} image.")]
+LABELS = [k for k in range(len(CLASSES)) for _ in range(2)]
+
+
+def build(tower: dict, method: dict) -> AdaptedModel:
+    torch.manual_seed(0)
+    return AdaptedModel.build(tower, method, CLASSES, PROMPTS, LABELS).eval()
+
+
+def test_cnn_locations_average_to_the_image_embedding():
+    model = build({"name": "two_tower", "image": {"size": 64}}, {"name": "zero_shot"})
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        local = model.tower.image_head(model.tower.dense_features(pixels))
+        torch.testing.assert_close(local.mean(dim=(1, 2)), model.tower.encode_image(pixels), atol=1e-5, rtol=1e-5)
+        maps = model.similarity_maps(pixels)
+    assert maps.shape == (2, 4, 64, 64) and torch.isfinite(maps).all() and maps.abs().max() <= 1 + 1e-5
+
+
+def test_cnn_padding_prompts_reach_the_maps():
+    model = build({"name": "two_tower", "image": {"size": 64}}, {"name": "vpt", "pad": 8})
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = model.similarity_maps(pixels)
+        model.adapters["visual_prompts"].tokens.fill_(3.0)
+        after = model.similarity_maps(pixels)
+    assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("method", [{"name": "zero_shot"}, {"name": "lora", "sides": ["image"]},
+                                    {"name": "vpt"}, {"name": "cocoop"}])
+def test_clip_maps_use_the_adapted_weights(tiny_clip_dir, method):
+    model = build({"name": "hf_clip", "path": str(tiny_clip_dir)}, method)
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        maps = model.similarity_maps(pixels)
+        again = model.similarity_maps(pixels)
+        zero = model.similarity_maps(pixels, zero_shot=True)
+    assert maps.shape == (2, 4, 32, 32) and torch.equal(maps, again)  # deterministic
+    if method["name"] == "lora":  # peft starts as the identity, then its weights move the maps
+        torch.testing.assert_close(maps, zero)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name and "v_proj" in name:
+                    p.normal_(0, 0.5)
+            moved = model.similarity_maps(pixels)
+        assert not torch.allclose(moved, zero, atol=1e-4)
+
+
+def test_clip_value_path_is_the_maskclip_formula(tiny_clip_dir):
+    """Independently recomputed from the hidden states transformers returns."""
+    model = build({"name": "hf_clip", "path": str(tiny_clip_dir)}, {"name": "zero_shot"})
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    vision = model.tower.model.vision_model
+    with torch.no_grad():
+        hidden = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        last = vision.encoder.layers[-1]
+        expected = vision.post_layernorm(last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden))))
+        got = model.tower.dense_features(pixels)
+    torch.testing.assert_close(got, expected[:, 1:].reshape(1, 4, 4, -1))
+
+
+def test_linear_probe_maps_are_its_logits_per_location():
+    from domainclip.methods.linear_probe import Probe
+
+    model = build({"name": "two_tower", "image": {"size": 64}}, {"name": "linear_probe"})
+    probe: Probe = model.adapters["probe"]
+    probe.set(torch.randn(4, 1280, generator=torch.Generator().manual_seed(5)), torch.zeros(4))
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        feats = model.tower.dense_features(pixels)
+        maps = model.similarity_maps(pixels)
+    assert maps.shape == (1, 4, 64, 64)
+    coarse = torch.nn.functional.interpolate(probe(feats).permute(0, 3, 1, 2), size=(64, 64), mode="bilinear",
+                                             align_corners=False)
+    torch.testing.assert_close(maps, coarse)
+
+
+def test_siglip_says_it_has_no_maps_yet(tiny_siglip_dir):
+    model = build({"name": "hf_siglip", "path": str(tiny_siglip_dir)}, {"name": "zero_shot"})
+    with pytest.raises(ConfigError, match="no per-location features yet"):
+        model.similarity_maps(torch.zeros(1, 3, 32, 32))
