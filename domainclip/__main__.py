@@ -30,37 +30,26 @@ KNOWN_WARNINGS = (  # third-party notices every run printed; domainclip's own wa
 )
 
 
-def composition_error(argv: list[str]) -> str | None:
-    """Compose the config from plain ``key=value`` overrides the way Hydra will, and return one
-    line for what Hydra would refuse with a multi-line traceback (a key that does not exist, a
-    missing option, a malformed override); ``None`` when it composes, or when Hydra's own flags
-    (``--multirun``, ``--config-name``...) are given and Hydra should judge them itself."""
+def config_error(argv: list[str]) -> str | None:
+    """Compose the config from plain ``key=value`` overrides the way Hydra will, then run the
+    run's config checks on it, before Lightning is imported: one line for what would fail (a key
+    that does not exist, a missing option, a malformed override, a wrong type or range, a key the
+    tower, method or loss does not take); ``None`` when it passes, or when Hydra's own flags
+    (``--multirun``, ``--config-name``...) are given and Hydra should judge them itself (the run
+    checks again in any case)."""
     if any(a.startswith("-") for a in argv):
         return None
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            compose("config", overrides=list(argv))
-    except (HydraException, OmegaConfBaseException) as exc:
-        return describe_composition_error(exc)
-    return None
-
-
-def value_error(argv: list[str]) -> str | None:
-    """The run's config checks (types, ranges, unknown tower/method/loss keys) on the composed
-    config, before Lightning is imported, so a bad value fails in seconds; ``None`` when they pass
-    or when Hydra's own flags are given (the run checks again in any case)."""
-    if any(a.startswith("-") for a in argv):
-        return None
-    from hydra import compose, initialize_config_dir
-
     from domainclip.pipeline.config_checks import check_run_config
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=list(argv))
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=list(argv))
+    except (HydraException, OmegaConfBaseException) as exc:
+        return describe_composition_error(exc)
     try:
         check_run_config(cfg)
     except ConfigError as exc:
@@ -94,7 +83,7 @@ def main() -> None:
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("WANDB_MODE", "offline")
-    problem = composition_error(sys.argv[1:]) or value_error(sys.argv[1:])
+    problem = config_error(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -72,3 +72,15 @@ def independent_bootstrap(metric_a: Callable[[np.ndarray], float], groups_a: lis
     return {"difference": difference,
             "ci": [float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1 - alpha))],
             "p_value_two_sided": float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))}
+
+
+def metrics_with_cis(metrics: dict[str, Callable[[np.ndarray, np.ndarray], float]], p: np.ndarray, y: np.ndarray,
+                     groups: list[str], n_resamples: int, seed: int) -> dict:
+    """Each metric of ``metrics`` on (p, y), with its group-bootstrap 95% CI (``NAME_ci``) when
+    ``n_resamples`` > 0."""
+    out = {}
+    for name, fn in metrics.items():
+        out[name] = fn(p, y)
+        if n_resamples:
+            out[f"{name}_ci"] = list(group_bootstrap_ci(lambda idx: fn(p[idx], y[idx]), groups, n_resamples, seed))
+    return out

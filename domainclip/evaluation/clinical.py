@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import (
 )
 
 from domainclip.evaluation.aggregate import aggregate_groups
-from domainclip.evaluation.bootstrap import group_bootstrap_ci, paired_bootstrap
+from domainclip.evaluation.bootstrap import metrics_with_cis, paired_bootstrap
 from domainclip.evaluation.calibration import (
     brier_score,
     expected_calibration_error,
@@ -28,9 +28,7 @@ from domainclip.evaluation.conformal import conformal_evaluation, locked_conform
 from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.metrics import classification_metrics
 from domainclip.evaluation.operating import lock_thresholds, operating_metrics
-from domainclip.evaluation.scores import METRICS
-
-HEADLINE = METRICS["single_label"]
+from domainclip.evaluation.scores import HEADLINE
 
 
 @dataclass
@@ -68,12 +66,7 @@ def lock_on_validation(val: Predictions, class_names: list[str], s: EvalSettings
 def with_cis(probs: torch.Tensor, targets: torch.Tensor, groups: list[str], s: EvalSettings) -> dict:
     """Headline metrics with group-bootstrap 95% CIs."""
     p, y = probs.numpy().astype(np.float64), targets.numpy()
-    out = {}
-    for name, fn in HEADLINE.items():
-        out[name] = fn(p, y)
-        if s.bootstrap:
-            out[f"{name}_ci"] = list(group_bootstrap_ci(lambda idx: fn(p[idx], y[idx]), groups, s.bootstrap, s.seed))
-    return out
+    return metrics_with_cis(HEADLINE, p, y, groups, s.bootstrap, s.seed)
 
 
 def detailed(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:

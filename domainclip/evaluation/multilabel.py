@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multilabel_auroc, multilabel_average_precision
 
-from domainclip.evaluation.bootstrap import group_bootstrap_ci, paired_bootstrap
+from domainclip.evaluation.bootstrap import metrics_with_cis, paired_bootstrap
 from domainclip.evaluation.calibration import reliability_bins
 from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.operating import at_threshold, lock_threshold
@@ -35,16 +35,10 @@ def probabilities(logits: torch.Tensor, temperature: float, bias: list[float]) -
     return torch.sigmoid((logits - torch.tensor(bias)) / temperature)
 
 
-HEADLINE = METRICS["multi_label"]
-
-
 def with_cis(p: np.ndarray, y: np.ndarray, groups: list[str], s) -> dict:
-    out = {"balanced_accuracy": float("nan")}
-    for name, fn in HEADLINE.items():
-        out[name] = fn(p, y)
-        if s.bootstrap:
-            out[f"{name}_ci"] = list(group_bootstrap_ci(lambda idx: fn(p[idx], y[idx]), groups, s.bootstrap, s.seed))
-    return out
+    """The multi-label headline metrics with group-bootstrap CIs (balanced accuracy is undefined)."""
+    return {"balanced_accuracy": float("nan"), **metrics_with_cis(METRICS["multi_label"], p, y, groups, s.bootstrap,
+                                                                   s.seed)}
 
 
 def _bins(p: np.ndarray, y: np.ndarray) -> list[dict]:

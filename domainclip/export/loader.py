@@ -238,11 +238,7 @@ class Predictor:
         if isinstance(images, torch.Tensor):
             probs = self.raw_logits(images).softmax(-1)
         else:
-            images = list(images)
-            for item in images:
-                if self.cells(item) is not None:
-                    raise ReadError(item, "input", "prediction sets are calibrated per tile or chip, not per slide "
-                                    "or scene", "pass the tiles or chips (or arrays) to predict_sets")
+            images = self._tiles_only(images, "prediction sets are calibrated", "predict_sets")
             probs = torch.cat([self.raw_logits(images[i : i + batch_size]).softmax(-1)
                                for i in range(0, len(images), batch_size)])
         members = prediction_sets(probs.double().numpy(), threshold, score)
@@ -255,17 +251,23 @@ class Predictor:
         ``AdaptedModel.similarity_maps``). Inputs are read and preprocessed as ``predict`` reads
         tiles, chips and arrays; whole slides and scenes are refused (pass their tiles or chips)."""
         if not isinstance(images, torch.Tensor):
-            images = list(images)
-            for item in images:
-                if self.cells(item) is not None:
-                    raise ReadError(item, "input", "similarity maps are computed per tile or chip, not per slide "
-                                    "or scene", "pass the tiles or chips (or arrays) to explain")
+            images = self._tiles_only(images, "similarity maps are computed", "explain")
         classes = self.embed_texts(list(texts)) if texts else None
         out = []
         for start in range(0, len(images), batch_size):
             pixels = self._pixels(images[start : start + batch_size])
             out.append(self.model.similarity_maps(pixels, class_embeddings=classes))
         return torch.cat(out)
+
+    def _tiles_only(self, images, what: str, method: str) -> list:
+        """The inputs as a list; a whole slide or scene (which the run cut into tiles or chips) is
+        refused, naming ``what`` is per tile and which ``method`` to pass the tiles to."""
+        images = list(images)
+        for item in images:
+            if self.cells(item) is not None:
+                raise ReadError(item, "input", f"{what} per tile or chip, not per slide or scene",
+                                f"pass the tiles or chips (or arrays) to {method}")
+        return images
 
     @property
     def aggregation(self) -> tuple[str, int]:
