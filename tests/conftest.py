@@ -66,3 +66,10 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 def tiny_siglip_dir(tmp_path_factory) -> Path:
     """A tiny SiglipModel saved to a temp dir."""
     return save_tiny_pair(tmp_path_factory.mktemp("tiny-siglip"), "SiglipModel", "SiglipConfig")
+
+
+@pytest.fixture(scope="session")
+def tiny_tower(tiny_clip_dir) -> list[str]:
+    """Overrides that swap the embedded tower for the tiny CLIP: for end-to-end tests of the run's
+    machinery (resume, replay, shards, ranks, loggers) that assert nothing about the demo targets."""
+    return ["tower=hf_clip", f"tower.path={tiny_clip_dir}"]

@@ -53,9 +53,9 @@ def test_phi_canary_refuses_the_run_before_anything_is_written(tmp_path, make_cf
     assert written == []  # no hparams.yaml, no checkpoint, no log
 
 
-def test_sigkill_loses_at_most_an_epoch_and_resume_says_where(tmp_path, _cache):
+def test_sigkill_loses_at_most_an_epoch_and_resume_says_where(tmp_path, _cache, tiny_tower):
     run_dir = tmp_path / "run"
-    args = ["recipe=pathology", "trainer.max_epochs=2", "data.batch_size=8", "eval.bootstrap=0",
+    args = ["recipe=pathology", *tiny_tower, "trainer.max_epochs=2", "data.batch_size=8", "eval.bootstrap=0",
             "export.enabled=false", "trainer.enable_progress_bar=false", f"run_dir={run_dir}",
             f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "DOMAINCLIP_CACHE": str(_cache)}
@@ -78,8 +78,8 @@ def test_sigkill_loses_at_most_an_epoch_and_resume_says_where(tmp_path, _cache):
     assert steps == list(range(1, 41))  # every step once: the lost steps ran again, none twice in the log
 
 
-def test_reproduce_from_a_copied_bundle_never_touches_the_original_run(tmp_path, make_cfg):
-    cfg = make_cfg("recipe=pathology", *FAST)
+def test_reproduce_from_a_copied_bundle_never_touches_the_original_run(tmp_path, make_cfg, tiny_tower):
+    cfg = make_cfg("recipe=pathology", *tiny_tower, *FAST)
     result = run(cfg)
     copy = tmp_path / "copied-bundle"
     shutil.copytree(result.bundle_dir, copy)
@@ -149,12 +149,26 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     ("method=lorax", ("method/lorax", "Available options in 'method': cocoop, coop")),
     ("data.card=???", ("data.card is not set", "recipe=pathology")),
 ])
-def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles):
+def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles, monkeypatch, capsys):
+    """The entry point's own ``main`` in this process (``python -m domainclip`` calls nothing else
+    first); the next test runs one case in a fresh interpreter."""
+    from domainclip.__main__ import main
+
     run_dir = tmp_path / "run"
-    proc = cli("recipe=pathology", override, f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'h'}",
-               "data.demo_dir=" + str(tmp_path / "never-generated"))
-    assert_one_line_error(proc, *needles)
+    argv = ["recipe=pathology", override, f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'h'}",
+            "data.demo_dir=" + str(tmp_path / "never-generated")]
+    monkeypatch.setattr(sys, "argv", ["domainclip", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert_one_line_error(subprocess.CompletedProcess(argv, exit_.value.code, "", capsys.readouterr().err), *needles)
     assert not (tmp_path / "never-generated").exists() and not run_dir.exists()
+
+
+def test_bad_config_value_is_one_line_from_a_fresh_interpreter(tmp_path):
+    proc = cli("recipe=pathology", "data.batch_size=-1", f"run_dir={tmp_path / 'run'}",
+               f"hydra.run.dir={tmp_path / 'h'}", "data.demo_dir=" + str(tmp_path / "never-generated"))
+    assert_one_line_error(proc, "data.batch_size=-1", ">= 1")
+    assert not (tmp_path / "never-generated").exists() and not (tmp_path / "run").exists()
 
 
 def test_class_missing_from_test_is_refused_before_training(tmp_path, make_cfg):
@@ -182,13 +196,13 @@ def test_external_card_with_other_classes_is_refused_before_training(make_cfg):
     assert not (Path(cfg.run_dir) / "checkpoints").exists()
 
 
-def test_more_shots_than_a_class_has_is_a_counted_warning(make_cfg):
-    parts = setup(make_cfg("recipe=pathology", "data.shots=1000", "method=zero_shot", *FAST))
+def test_more_shots_than_a_class_has_is_a_counted_warning(make_cfg, tiny_tower):
+    parts = setup(make_cfg("recipe=pathology", *tiny_tower, "data.shots=1000", "method=zero_shot", *FAST))
     assert len(parts.warnings) == 4 and all("data.shots=1000" in w for w in parts.warnings)
 
 
-def test_warnings_reach_metrics_json(make_cfg):
-    result = run(make_cfg("recipe=pathology", "data.shots=1000", "method=zero_shot", "export.enabled=false", *FAST))
+def test_warnings_reach_metrics_json(make_cfg, tiny_tower):
+    result = run(make_cfg("recipe=pathology", *tiny_tower, "data.shots=1000", "method=zero_shot", "export.enabled=false", *FAST))
     summary = json.loads((result.run_dir / "metrics.json").read_text())
     assert len(summary["warnings"]) == 4
 

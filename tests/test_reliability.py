@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from domainclip.core.errors import ConfigError
+from domainclip.demo import demo_root
 from domainclip.training.reliability.checkpoint_io import AtomicCheckpointIO, UnsafeCheckpointError, atomic_torch_save
 from domainclip.training.sample_log import read_sample_log
 
@@ -25,6 +27,7 @@ TRAIN = ["recipe=pathology", "trainer.max_epochs=2", "data.batch_size=8", "metho
 
 
 def domainclip(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    """``python -m domainclip`` on the pathology demo (with the tiny tower the test passes in)."""
     cmd = [sys.executable, "-m", "domainclip", *TRAIN, f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", *extra]
     env = {**os.environ, "DOMAINCLIP_CACHE": str(cache)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -39,14 +42,14 @@ def consumed(run_dir: Path) -> list[tuple]:
 
 
 @pytest.mark.timeout(900)
-def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(tmp_path, _cache):
+def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(tmp_path, _cache, tiny_tower):
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    full = domainclip(full_dir, _cache)
+    full = domainclip(full_dir, _cache, *tiny_tower)
     assert full.wait(timeout=600) == 0, full.stderr.read()[-3000:]
     steps = len(consumed(full_dir))  # 2 epochs x 20 batches
     stop_after = random.Random().randint(3, steps // 2 - 3)  # a random step inside the first epoch
 
-    cut = domainclip(cut_dir, _cache)
+    cut = domainclip(cut_dir, _cache, *tiny_tower)
     log = cut_dir / "samples" / "rank0.jsonl"
     while cut.poll() is None and (not log.is_file() or len(log.read_text().splitlines()) < stop_after):
         time.sleep(0.02)  # no wall-clock deadline: a loaded machine only makes this slower
@@ -57,7 +60,7 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(tmp_path, _cache):
     assert stopped < steps, "the signal must arrive before training ends"
     assert trained(cut_dir)["global_step"] == stopped  # the checkpoint is the last finished step
 
-    resumed = domainclip(cut_dir, _cache, "trainer.resume=auto")
+    resumed = domainclip(cut_dir, _cache, *tiny_tower, "trainer.resume=auto")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     assert consumed(cut_dir) == consumed(full_dir)  # same sample ids, in the same order, at the same steps
     a, b = trained(full_dir), trained(cut_dir)
@@ -94,10 +97,10 @@ def test_sigterm_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
 
 
-def run_seeded(make_cfg, run_dir_name: str, seed: int):
+def run_seeded(make_cfg, tiny_tower, run_dir_name: str, seed: int):
     from domainclip.pipeline.run import run
 
-    cfg = make_cfg("recipe=pathology", "trainer.max_epochs=1", "method.dropout=0.2", "eval.bootstrap=0",
+    cfg = make_cfg("recipe=pathology", *tiny_tower, "trainer.max_epochs=1", "method.dropout=0.2", "eval.bootstrap=0",
                    "export.enabled=false", "trainer.enable_progress_bar=false", "trainer.deterministic=true",
                    f"seed={seed}")
     cfg.run_dir = str(Path(cfg.run_dir).parent / run_dir_name)
@@ -106,10 +109,10 @@ def run_seeded(make_cfg, run_dir_name: str, seed: int):
 
 
 @pytest.mark.timeout(300)
-def test_seeded_runs_are_bitwise_equal_and_seeds_differ(make_cfg):
-    a, ra = run_seeded(make_cfg, "a", 0)
-    b, rb = run_seeded(make_cfg, "b", 0)
-    c, _ = run_seeded(make_cfg, "c", 1)
+def test_seeded_runs_are_bitwise_equal_and_seeds_differ(make_cfg, tiny_tower):
+    a, ra = run_seeded(make_cfg, tiny_tower, "a", 0)
+    b, rb = run_seeded(make_cfg, tiny_tower, "b", 0)
+    c, _ = run_seeded(make_cfg, tiny_tower, "c", 1)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert ra.metrics["zero_shot_after"] == rb.metrics["zero_shot_after"]
     assert any(not torch.equal(a[k], c[k]) for k in a)
@@ -139,11 +142,13 @@ def test_worker_seeding_differs_per_worker_and_repeats_across_reruns():
 
 
 @pytest.mark.timeout(300)
-def test_capsule_and_replay_name_a_changed_data_file(make_cfg, tmp_path):
+def test_capsule_and_replay_name_a_changed_data_file(make_cfg, tmp_path, tiny_tower):
     from domainclip.pipeline.run import run
     from domainclip.replay import check_data, main, replay
 
-    cfg = make_cfg("recipe=pathology", f"data.demo_dir={tmp_path / 'demo'}", "trainer.max_epochs=1",
+    for name in ("pathology", "pathology_site_b"):  # a private copy of the demos, to damage one file of
+        shutil.copytree(demo_root(name), tmp_path / "demo" / f"{name}-seed0")
+    cfg = make_cfg("recipe=pathology", *tiny_tower, f"data.demo_dir={tmp_path / 'demo'}", "trainer.max_epochs=1",
                    "eval.bootstrap=0", "export.enabled=false", "trainer.enable_progress_bar=false")
     result = run(cfg)
     capsule = result.run_dir / "capsule"

@@ -11,8 +11,9 @@ def task_logits(task, loader: DataLoader, zero_shot: bool = False) -> tuple[torc
     was_training = task.training
     task.eval()
     logits, targets = [], []
+    classes = task.model.fixed_class_embeddings(zero_shot)  # text encoded once per loader, not per batch
     for batch in loader:
-        logits.append(task.logits(batch, zero_shot=zero_shot))
+        logits.append(task.model.logits(batch, zero_shot=zero_shot, class_embeddings=classes))
         targets.append(batch["label"])
     task.train(was_training)
     return torch.cat(logits).float(), torch.cat(targets)

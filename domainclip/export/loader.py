@@ -112,7 +112,7 @@ class Predictor:
         self.domain = DomainOptions.from_dict(pre.get("domain"))
         self.reader, self.reader_options, self.units = pre["reader"], pre.get("reader_options", {}), pre.get("units")
         with torch.inference_mode():  # encoded once when they do not depend on the image
-            self._class_emb = model.class_embeddings() if model.method.static_classes else None
+            self._class_emb = model.fixed_class_embeddings()
 
     @property
     def tower(self):

@@ -182,6 +182,12 @@ class AdaptedModel(nn.Module):
         """(K, D) class embeddings of the method (or of the template ensemble with ``zero_shot``)."""
         return (ZERO_SHOT if zero_shot else self.method).class_embeddings(self, self.prompt_set())
 
+    def fixed_class_embeddings(self, zero_shot: bool = False) -> torch.Tensor | None:
+        """The (K, D) class embeddings to encode once and reuse for every batch, or None when the
+        method conditions its classes on each image (CoCoOp)."""
+        method = ZERO_SHOT if zero_shot else self.method
+        return method.class_embeddings(self, self.prompt_set()) if method.static_classes else None
+
     def logits(self, batch: dict | torch.Tensor, zero_shot: bool = False,
                class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) class logits for a batch (or pixels); ``zero_shot`` scores with the template

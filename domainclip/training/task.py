@@ -71,6 +71,7 @@ class ContrastiveTask(pl.LightningModule):
         self.grad_cache = int(loss.get("grad_cache") or 0)  # chunk size; 0 = plain backward
         self.guard = guard  # skips (or halts on) non-finite steps on every rank together; None = off
         self._batch_ids: list[int] = []
+        self._val_classes: torch.Tensor | None = None  # class embeddings of the current validation epoch
         self.automatic_optimization = not self.grad_cache
         rows = [r for prompts in class_prompts for r in prompts]
         self.model = AdaptedModel.build(tower, method, class_names, [captions[r] for r in rows],
@@ -175,10 +176,14 @@ class ContrastiveTask(pl.LightningModule):
         if self.guard.step_allowed(loss, params, self.global_step, self._batch_ids):
             optimizer.step()
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_classes = self.model.fixed_class_embeddings()  # the weights are fixed for the whole epoch
+
     def validation_step(self, batch, batch_idx):
         n = len(batch["label"])
+        logits = self.model.logits(batch, class_embeddings=self._val_classes)
         self.log("val/loss", self.loss(batch, 0), prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("val/top1", hit_rate(self.logits(batch), batch["label"]), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/top1", hit_rate(logits, batch["label"]), prog_bar=True, batch_size=n, sync_dist=True)
 
     def make_optimizer(self) -> torch.optim.AdamW:
         """AdamW over the trainable parameters (heads at ``head_lr``). PyTorch's fused kernel is
