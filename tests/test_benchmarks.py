@@ -2,23 +2,39 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_methods_benchmark_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "methods.py"), "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def run_script(script: str, out: Path, monkeypatch, capsys) -> str:
+    """Run ``python benchmarks/SCRIPT --smoke --out OUT`` as ``__main__`` in this interpreter (the
+    libraries are imported once for all smokes; worker processes a benchmark starts are still real
+    processes), restoring the thread count a benchmark may set. Returns what it printed."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / script), "--smoke", "--out", str(out)])
+    monkeypatch.setattr(sys, "path", [str(REPO / "benchmarks"), *sys.path])
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(REPO / "benchmarks" / script), run_name="__main__")
+    except SystemExit as exit_:
+        assert exit_.code in (0, None), capsys.readouterr().err[-3000:]
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
+
+
+def test_methods_benchmark_smoke(tmp_path, monkeypatch, capsys):
+    stdout = run_script("methods.py", tmp_path, monkeypatch, capsys)
     results = json.loads((tmp_path / "results.json").read_text())
     assert "pathology/coop/1" in results["methods"]
     assert results["feature_cache"]["ratio_cached_over_uncached"] > 0
-    assert "feature cache, pathology lora: epoch" in proc.stdout and "lora" in results["feature_cache"]["by_method"]
+    assert "feature cache, pathology lora: epoch" in stdout and "lora" in results["feature_cache"]["by_method"]
 
 
 # script -> (results file, keys that must hold a positive figure)
@@ -39,10 +55,8 @@ SMOKES = {
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("script", sorted(SMOKES))
-def test_benchmark_smoke(script, tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=280, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_benchmark_smoke(script, tmp_path, monkeypatch, capsys):
+    stdout = run_script(script, tmp_path, monkeypatch, capsys)
     name, paths = SMOKES[script]
     result = json.loads((tmp_path / name).read_text())
     assert result["machine"]
@@ -51,4 +65,4 @@ def test_benchmark_smoke(script, tmp_path):
         for key in path:
             value = value[key]
         assert value > 0, (script, path)
-    assert "target" in proc.stdout  # every benchmark prints its figure next to its target
+    assert "target" in stdout  # every benchmark prints its figure next to its target

@@ -11,8 +11,8 @@ import domainclip
 from domainclip.pipeline.run import run
 
 
-def test_export_recovers_a_run_that_died_after_training(make_cfg):
-    result = run(make_cfg("recipe=pathology", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+def test_export_recovers_a_run_that_died_after_training(make_cfg, tiny_tower):
+    result = run(make_cfg("recipe=pathology", *tiny_tower, "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
                           "eval.bootstrap=0", "export.enabled=false"))
     original = json.loads((result.run_dir / "metrics.json").read_text())["metrics"]
     (result.run_dir / "metrics.json").unlink()  # as if killed between training and evaluation

@@ -81,7 +81,7 @@ def test_tampered_bundle_is_refused(pathology_run, tmp_path):
 
 @pytest.mark.parametrize("recipe", ["radiology", "satellite"])
 def test_other_recipes_smoke(make_cfg, recipe):
-    result = run(make_cfg(f"recipe={recipe}", "trainer.max_epochs=2", *FAST))
+    result = run(make_cfg(f"recipe={recipe}", "trainer.max_epochs=1", *FAST))
     after = result.metrics["zero_shot_after"]["test"]
     assert after["n"] > 0 and 0.0 <= after["top1"] <= 1.0
     assert (result.bundle_dir / "metadata.json").is_file()
@@ -94,8 +94,9 @@ def test_tiny_hf_clip_tower_runs_end_to_end(make_cfg, tiny_clip_dir):
     assert predictor.predict(torch.randn(3, 3, 32, 32)).shape == (3, 4)
 
 
-def test_feature_cache_hit_on_second_run(make_cfg):
-    overrides = ["recipe=satellite", "trainer.max_epochs=1", "export.enabled=false", *FAST]
+def test_feature_cache_hit_on_second_run(make_cfg, tiny_tower):
+    overrides = ["recipe=satellite", *tiny_tower, "trainer.max_epochs=1", "export.enabled=false",
+                 "trainer.enable_progress_bar=false"]
     run(make_cfg(*overrides))
     second = run(make_cfg(*overrides))
     saved = json.loads((second.run_dir / "metrics.json").read_text())
@@ -130,10 +131,11 @@ def test_standalone_evaluate_reproduces_run_metrics(pathology_run, tmp_path):
     assert saved["clinical"]["thresholds"] == pathology_run.metrics["clinical"]["thresholds"]
 
 
-def test_wandb_logger_runs_offline(make_cfg, monkeypatch):
+def test_wandb_logger_runs_offline(make_cfg, monkeypatch, tiny_tower):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    result = run(make_cfg("recipe=satellite", "logger=wandb", "trainer.max_epochs=1", "export.enabled=false", *FAST))
+    result = run(make_cfg("recipe=satellite", *tiny_tower, "logger=wandb", "trainer.max_epochs=1", "export.enabled=false",
+                          "trainer.enable_progress_bar=false"))
     offline_runs = list((result.run_dir / "wandb").glob("offline-run-*"))
     assert offline_runs, "wandb should write an offline run with no network"
     assert (result.run_dir / "logs" / "version_0" / "metrics.csv").is_file()  # CSV stays on
