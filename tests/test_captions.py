@@ -146,11 +146,11 @@ def test_tiny_random_gpt2_drives_the_llm_path_end_to_end(tiny_gpt2):
     assert bank2.texts == bank.texts
 
 
-def test_run_uses_generated_captions_and_reports_counts(make_cfg, tiny_gpt2):
+def test_run_uses_generated_captions_and_reports_counts(make_cfg, tiny_gpt2, tiny_tower):
     from domainclip.pipeline.run import run
 
-    result = run(make_cfg("recipe=pathology", f"captions.llm.path={tiny_gpt2}", "captions.llm.max_new_tokens=30",
-                          "trainer.max_epochs=1", "tower.image.size=64", "export.enabled=false",
+    result = run(make_cfg("recipe=pathology", *tiny_tower, f"captions.llm.path={tiny_gpt2}", "captions.llm.max_new_tokens=30",
+                          "trainer.max_epochs=1", "export.enabled=false",
                           "trainer.enable_progress_bar=false"))
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     assert saved["captions"]["llm"]["model"].startswith("tiny-gpt2")

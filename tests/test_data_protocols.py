@@ -33,11 +33,11 @@ def test_few_shot_is_stratified_group_aware_and_seeded():
     assert [r.path for r in few_shot_subset(records, 2, 1)] != [r.path for r in sub]
 
 
-def test_few_shot_protocol_aggregates_seeds(make_cfg):
+def test_few_shot_protocol_aggregates_seeds(make_cfg, tiny_tower):
     from domainclip.pipeline.run import run
 
-    result = run(make_cfg("recipe=satellite", "method=linear_probe", "data.shots=2", "data.seeds=[0,1]",
-                          "tower.image.size=64", "trainer.enable_progress_bar=false"))
+    result = run(make_cfg("recipe=satellite", *tiny_tower, "method=linear_probe", "data.shots=2", "data.seeds=[0,1]",
+                          "trainer.enable_progress_bar=false"))
     saved = json.loads((result.run_dir / "metrics.json").read_text())["few_shot"]
     after = saved["top1"]["zero_shot_after"]["test"]
     assert saved["shots"] == 2 and len(after["values"]) == 2

@@ -18,7 +18,7 @@ def test_two_rank_ddp_run_sees_each_sample_once_per_epoch(tmp_path, _cache):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "domainclip", "recipe=pathology", "trainer=ddp", "trainer.accelerator=cpu",
            "trainer.devices=2", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "eval.bootstrap=20",
-           "data.batch_size=24", f"run_dir={run_dir}", f"hydra.run.dir={run_dir}"]
+           "data.batch_size=24", "eval.external_cards=[]", f"run_dir={run_dir}", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "DOMAINCLIP_CACHE": str(_cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=380)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -133,11 +133,11 @@ def test_open_clip_is_optional_and_fails_clearly_without_it():
         pytest.skip("open_clip installed: covered by the open_clip integration test")
 
 
-def test_wise_ft_sweeps_alphas_and_reports_retention(make_cfg):
+def test_wise_ft_sweeps_alphas_and_reports_retention(make_cfg, tiny_tower):
     from domainclip.pipeline.run import run
 
-    result = run(make_cfg("recipe=pathology", "method=wise_ft", "method.reference_card=demo_satellite",
-                          "method.alphas=[0.0,0.5,1.0]", "trainer.max_epochs=2", "tower.image.size=64",
+    result = run(make_cfg("recipe=pathology", *tiny_tower, "method=wise_ft", "method.reference_card=demo_satellite",
+                          "method.alphas=[0.0,0.5,1.0]", "trainer.max_epochs=2",
                           "export.enabled=false", "trainer.enable_progress_bar=false"))
     report = result.metrics["method"]
     assert set(report["sweep"]) == {"0.0", "0.5", "1.0"} and report["alpha"] in (0.0, 0.5, 1.0)

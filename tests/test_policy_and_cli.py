@@ -102,7 +102,7 @@ def test_doctor_reports_and_fails_on_problems(folders):
     assert bad.returncode == 1 and "unreadable: 5" in bad.stdout and "P000/3.dcm" in bad.stdout
 
 
-def test_learnable_band_projection_end_to_end(tmp_path, make_cfg):
+def test_learnable_band_projection_end_to_end(tmp_path, make_cfg, tiny_tower):
     import domainclip
     from domainclip.core.paths import data_cards_dir
     from domainclip.pipeline.run import run
@@ -110,7 +110,7 @@ def test_learnable_band_projection_end_to_end(tmp_path, make_cfg):
     card = yaml.safe_load((data_cards_dir() / "demo_satellite.yaml").read_text())
     card["transforms"]["band_projection"] = True
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(card))
-    result = run(make_cfg(f"data.card={tmp_path / 'card.yaml'}", "trainer.max_epochs=1", "tower.image.size=64",
+    result = run(make_cfg(f"data.card={tmp_path / 'card.yaml'}", *tiny_tower, "trainer.max_epochs=1",
                           "trainer.enable_progress_bar=false"))
     predictor = domainclip.load_bundle(result.bundle_dir)
     assert predictor.model.input_adapter.proj.in_channels == 4
