@@ -214,3 +214,23 @@ def test_bundle_explain_gives_the_adapted_models_maps(pathology_run):
         torch.testing.assert_close(maps, predictor.model.similarity_maps(pixels))
     texts = predictor.explain(paths[:1], texts=["tumour cells", "fat"])
     assert texts.shape == (1, 2, size, size)
+
+
+def test_explain_command_writes_one_overlay_per_image_and_class(pathology_run, tmp_path, capsys):
+    from PIL import Image
+
+    from domainclip.explain import main
+
+    paths = [str(r.path) for r in load_card_data("demo_pathology").splits["test"][:2]]
+    assert main([str(pathology_run.bundle_dir), *paths, "--out", str(tmp_path / "maps")]) == 0
+    index = json.loads((tmp_path / "maps" / "explain.json").read_text())
+    classes = domainclip.load_bundle(pathology_run.bundle_dir).classes
+    assert [e["input"] for e in index["images"]] == paths and list(index["images"][0]["maps"]) == classes
+    pngs = sorted(p.name for p in (tmp_path / "maps").glob("*.png"))
+    assert pngs == sorted(f"{i:04d}-{c}.png" for i in range(2) for c in classes)
+    assert Image.open(tmp_path / "maps" / pngs[0]).size[0] > 300
+    probs = domainclip.load_bundle(pathology_run.bundle_dir).predict(paths[:1])[0]
+    assert [index["images"][0]["probabilities"][c] for c in classes] == pytest.approx(probs.tolist(), abs=1e-6)
+    assert main([str(pathology_run.bundle_dir), str(tmp_path / "missing.png"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing.png" in err[0]

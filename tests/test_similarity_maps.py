@@ -91,3 +91,19 @@ def test_siglip_says_it_has_no_maps_yet(tiny_siglip_dir):
     model = build({"name": "hf_siglip", "path": str(tiny_siglip_dir)}, {"name": "zero_shot"})
     with pytest.raises(ConfigError, match="no per-location features yet"):
         model.similarity_maps(torch.zeros(1, 3, 32, 32))
+
+
+def test_overlay_background_is_the_input_as_read():
+    """Undoing the tower's normalisation gives back the reader's 0..1 image exactly."""
+    import numpy as np
+
+    from domainclip.evaluation.overlays import display_image
+    from domainclip.transforms.pipeline import Preprocess, to_tensor
+
+    rng = np.random.default_rng(0)
+    arr = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
+    pre = Preprocess(size=16, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+    shown = display_image(to_tensor(arr, pre), pre.mean, pre.std)
+    np.testing.assert_allclose(shown, arr.transpose(1, 2, 0), atol=1e-6)
+    grey = display_image(torch.zeros(1, 4, 4), (0.5,), (0.5,))
+    assert grey.shape == (4, 4, 3) and np.allclose(grey, 0.5)

@@ -1,0 +1,66 @@
+"""``python -m domainclip.explain BUNDLE IMAGE [IMAGE ...] --out DIR [--texts TEXT ...] [--base DIR]``
+
+Where the bundle's adapted model looks: for each image (a tile, chip or image file, read as the
+run read them) and each class (or each ``--texts`` sentence), a PNG with the image and its
+similarity map overlaid, ``DIR/NNNN-CLASS.png`` (NNNN: the image's position on the command line),
+and ``DIR/explain.json`` listing the inputs, their class probabilities and the files written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from domainclip import load_bundle
+from domainclip.core.errors import USER_ERRORS, one_line
+from domainclip.evaluation.overlays import display_image, save_overlay, slug
+
+
+def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str] | None = None,
+               base: str | None = None) -> dict:
+    """Write the overlays of ``images`` into ``out``; return what explain.json holds."""
+    predictor = load_bundle(bundle, base=base)
+    names = list(texts) if texts else predictor.classes
+    out.mkdir(parents=True, exist_ok=True)
+    pre = predictor.preprocess
+    entries = []
+    for i, image in enumerate(images):
+        pixels = predictor._pixels([image])
+        maps = predictor.explain(pixels, texts=texts)[0]
+        probs = predictor.predict(pixels)[0]
+        shown = display_image(pixels[0], pre.mean, pre.std)
+        files = []
+        for k, name in enumerate(names):
+            path = out / f"{i:04d}-{slug(name)}.png"
+            title = f"{name}" if texts else f"{name}: p = {float(probs[k]):.2f}"
+            save_overlay(path, shown, maps[k], title)
+            files.append(path.name)
+        entries.append({"input": str(image), "probabilities": dict(zip(predictor.classes, map(float, probs))),
+                        "maps": dict(zip(names, files))})
+    summary = {"bundle": str(bundle), "maps_of": "texts" if texts else "classes", "images": entries}
+    (out / "explain.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m domainclip.explain", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle")
+    ap.add_argument("images", nargs="+")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--texts", nargs="+", default=None, help="sentences to map instead of the classes")
+    ap.add_argument("--base", default=None, help="the base model's directory, when this machine did not train it")
+    args = ap.parse_args(argv)
+    try:
+        summary = explain_to(args.bundle, args.images, args.out, args.texts, args.base)
+    except USER_ERRORS as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    n = sum(len(e["maps"]) for e in summary["images"])
+    print(f"{n} overlay(s) of {len(summary['images'])} image(s) written to {args.out} (index: explain.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
