@@ -107,3 +107,18 @@ def test_overlay_background_is_the_input_as_read():
     np.testing.assert_allclose(shown, arr.transpose(1, 2, 0), atol=1e-6)
     grey = display_image(torch.zeros(1, 4, 4), (0.5,), (0.5,))
     assert grey.shape == (4, 4, 3) and np.allclose(grey, 0.5)
+
+
+def test_pointing_hits_match_a_plain_argmax():
+    import numpy as np
+
+    from domainclip.evaluation.pointing import pointing_hits
+
+    rng = np.random.default_rng(1)
+    maps, masks = rng.normal(size=(50, 12, 12)), rng.random((50, 6, 6)) < 0.4
+    expected = []
+    for m, k in zip(maps, masks):
+        y, x = np.unravel_index(m.argmax(), m.shape)
+        expected.append(bool(k[y // 2, x // 2]))  # the 6x6 mask seen at 12x12 (nearest)
+    got = pointing_hits(torch.from_numpy(maps), torch.from_numpy(masks))
+    assert got.tolist() == expected and 0 < sum(expected) < 50

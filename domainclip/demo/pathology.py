@@ -88,8 +88,9 @@ def region(rng, share: float) -> np.ndarray:
     return np.clip((field - cut) / (field.std() * 0.15 + 1e-6) + 0.5, 0.0, 1.0)
 
 
-def mixed_tile(label: str, rng, site: dict, slide_gain: np.ndarray) -> np.ndarray:
-    """A tile dominated by ``label`` with another tissue in the rest, stained and scanned at ``site``."""
+def mixed_tile(label: str, rng, site: dict, slide_gain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tile dominated by ``label`` with another tissue in the rest, stained and scanned at
+    ``site``, and its tissue map: the class index of the tissue drawn at each pixel."""
     other = CLASSES[(CLASSES.index(label) + rng.integers(1, len(CLASSES))) % len(CLASSES)]
     share = rng.uniform(*DOMINANT)
     mask = region(rng, share)[..., None]
@@ -97,14 +98,17 @@ def mixed_tile(label: str, rng, site: dict, slide_gain: np.ndarray) -> np.ndarra
     img = img * slide_gain * np.asarray(site["stain"]) * rng.uniform(0.95, 1.05, size=3)
     if site["blur"]:
         img = ndimage.gaussian_filter(img, (site["blur"], site["blur"], 0))
-    return np.clip(img + rng.normal(0, site["noise"], img.shape), 0, 255).astype(np.uint8)
+    tissue = np.where(mask[..., 0] >= 0.5, CLASSES.index(label), CLASSES.index(other)).astype(np.uint8)
+    return np.clip(img + rng.normal(0, site["noise"], img.shape), 0, 255).astype(np.uint8), tissue
 
 
 def generate(root: Path, seed: int, site: str = "A") -> None:
-    """Write tiles under ``root/tiles/`` plus ``manifest.csv`` (path, label, slide_id, scanner)."""
+    """Write tiles under ``root/tiles/`` plus ``manifest.csv`` (path, label, slide_id, scanner), and
+    beside each tile its tissue map under ``root/masks/`` (same name; pixel = class index)."""
     spec = SITES[site]
     rng = np.random.default_rng(seed + (0 if site == "A" else 1000))
     (root / "tiles").mkdir(parents=True)
+    (root / "masks").mkdir()
     rows = []
     for s in range(spec["slides"]):
         slide = f"DEMO-{site}-SLIDE-{s:02d}"
@@ -112,7 +116,9 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
         for truth in CLASSES:
             for t in range(spec["tiles"]):
                 rel = f"tiles/{slide}_{truth}_{t}.png"
-                Image.fromarray(mixed_tile(truth, rng, spec, slide_gain)).save(root / rel)
+                tile, tissue = mixed_tile(truth, rng, spec, slide_gain)
+                Image.fromarray(tile).save(root / rel)
+                Image.fromarray(tissue).save(root / rel.replace("tiles/", "masks/"))  # where each class is
                 label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
                 rows.append({"path": rel, "label": label, "slide_id": slide, "scanner": f"{site}-SCANNER-{s % 2 + 1}"})
     write_manifest(root, rows)
