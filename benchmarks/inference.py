@@ -1,10 +1,12 @@
 """Inference: ``load_bundle(...).predict`` throughput vs the bare image-tower forward
-(``tower.encode_image`` under ``torch.inference_mode``) on the same preprocessed batch.
+(``tower.encode_image`` under ``torch.inference_mode``) on the same preprocessed batch, and the
+cost of similarity maps (``explain``) over ``predict``: on the bundle (EfficientNet default) and on
+a ViT-B/16 CLIP (random weights; MaskCLIP's value path in the last block).
 
     python benchmarks/inference.py          # bundle of a 1-epoch LoRA run of recipe=pathology, batch 32
     python benchmarks/inference.py --smoke
 
-Target: predict / bare forward >= 0.95.
+Targets: predict / bare forward >= 0.95; explain time / predict time <= 2.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_rate, machine, toy_batch, write_result  # noqa: E402
+from common import best_rate, machine, toy_batch, vit_b16_clip_dir, write_result  # noqa: E402
 
 
 def make_bundle(out: Path) -> Path:
@@ -51,12 +53,41 @@ def main() -> None:
             predictor.tower.encode_image(pixels)
 
     rates = {"predict": best_rate(lambda: predictor.predict(pixels), args.batch, args.repeats),
-             "bare_forward": best_rate(bare, args.batch, args.repeats)}
-    result = {"batch": args.batch, "images_per_s": rates, "ratio": rates["predict"] / rates["bare_forward"]}
+             "bare_forward": best_rate(bare, args.batch, args.repeats),
+             "explain": best_rate(lambda: predictor.explain(pixels), args.batch, args.repeats)}
+    vit = vit_maps_cost(args)
+    result = {"batch": args.batch, "images_per_s": rates, "ratio": rates["predict"] / rates["bare_forward"],
+              "explain_cost_over_predict": {"embedded_bundle": rates["predict"] / rates["explain"],
+                                            "vit_b16_clip": vit}}
     write_result("inference", result, args.out)
     print(f"machine: {machine()}; batch {args.batch}")
     print(f"predict {rates['predict']:.1f} images/s, bare tower forward {rates['bare_forward']:.1f} images/s, "
           f"ratio {result['ratio']:.3f} (target >= 0.95)")
+    for name, cost in result["explain_cost_over_predict"].items():
+        print(f"similarity maps, {name}: {cost:.2f}x the time of predict (target <= 2)")
+
+
+def vit_maps_cost(args) -> float:
+    """Time of ``similarity_maps`` over the time of ``logits`` for a ViT-B/16 CLIP, same batch."""
+    import torch
+
+    from domainclip.model import AdaptedModel
+
+    layers, size = (1, 32) if args.smoke else (12, 224)
+    path = vit_b16_clip_dir(Path(tempfile.mkdtemp(prefix="vitb16-")), layers, size)
+    model = AdaptedModel.build({"name": "hf_clip", "path": str(path)}, {"name": "zero_shot"}, ["a", "b"],
+                               ["a photo of a.", "a photo of b."], [0, 1]).eval()
+    pixels = toy_batch(args.batch, size)["pixels"]
+    classes = model.fixed_class_embeddings()
+
+    def timed(fn):
+        def call():
+            with torch.inference_mode():
+                fn()
+        return best_rate(call, args.batch, args.repeats)
+
+    return timed(lambda: model.logits(pixels, class_embeddings=classes)) / timed(
+        lambda: model.similarity_maps(pixels, class_embeddings=classes))
 
 
 if __name__ == "__main__":

@@ -46,9 +46,11 @@ SMOKES = {
     "mfu.py": ("mfu.json", [("methods", "full", "fraction_of_matmul_peak")]),
     "lora_memory.py": ("lora_memory.json", [("lora_over_full_peak",), ("lora_trainable_fraction",)]),
     "wsi_tiling.py": ("wsi_tiling.json", [("throughput", "ratio"), ("peak_growth_largest_over_smallest",)]),
-    "inference.py": ("inference.json", [("ratio",)]),
+    "inference.py": ("inference.json", [("ratio",), ("explain_cost_over_predict", "embedded_bundle"),
+                                        ("explain_cost_over_predict", "vit_b16_clip")]),
     "end_to_end.py": ("end_to_end.json", [("recipes", "pathology", "wall_s")]),
     "shards.py": ("shards.json", [("ratio",)]),
+    "pointing.py": ("pointing.json", [("recipes", "pathology", "positives"), ("recipes", "pathology", "random_point")]),
     "gpu_check.py": ("gpu_check.json", [("peak_flops",), ("rows", 0, "samples_per_s"), ("rows", 5, "samples_per_s")]),
 }
 

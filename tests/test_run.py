@@ -240,26 +240,14 @@ def test_adapted_maps_point_at_the_labelled_tissue_and_beat_zero_shot(pathology_
     """The pointing game on the demo's test tiles, against the tissue maps the generator wrote
     beside them: the adapted model's map peaks inside the labelled tissue on >= 80% of the tiles
     that contain it, more often than the zero-shot model's (the run's starting point)."""
-    import numpy as np
-    from PIL import Image
-
-    from domainclip.evaluation.pointing import pointing_hits
-    from domainclip.model import AdaptedModel
-
+    from domainclip.demo import finding_masks
+    from domainclip.evaluation.pointing import pointing_rate
     data = load_card_data("demo_pathology")
-    tissue = {r.path: np.array(Image.open(data.root / "masks" / r.path.name)) for r in data.splits["test"]}
-    positives = [r for r in data.splits["test"] if (tissue[r.path] == r.label).any()]
-    masks = torch.stack([torch.from_numpy(tissue[r.path] == r.label) for r in positives])
-    labels = torch.tensor([r.label for r in positives])
+    positives, masks = finding_masks(data.root, data.splits["test"])
+    masks, labels = torch.stack([torch.from_numpy(m) for m in masks]), torch.tensor([r.label for r in positives])
     predictor = domainclip.load_bundle(pathology_run.bundle_dir)
-    spec = predictor.model.spec
-    torch.manual_seed(0)
-    zero_shot = AdaptedModel.build(spec["tower"], {"name": "zero_shot"}, spec["classes"], spec["prompts"],
-                                   spec["prompt_labels"], spec["input_adapter"]).eval()
+    zero_shot = predictor.model.zero_shot_start(seed=0)  # the run's seed
     pixels = predictor._pixels([r.path for r in positives])
-    rate = {}
-    for name, model in (("adapted", predictor.model), ("zero_shot", zero_shot)):
-        with torch.inference_mode():
-            maps = model.similarity_maps(pixels)[torch.arange(len(labels)), labels]
-        rate[name] = pointing_hits(maps, masks).float().mean().item()
+    rate = {name: pointing_rate(model, pixels, labels, masks)
+            for name, model in (("adapted", predictor.model), ("zero_shot", zero_shot))}
     assert len(positives) >= 70 and rate["adapted"] >= 0.8 and rate["adapted"] > rate["zero_shot"], rate

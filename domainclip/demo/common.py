@@ -35,6 +35,17 @@ def write_manifest(root: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+NO_FINDING = 255  # a finding map's value where no class was drawn
+
+
+def write_finding_mask(path: Path, where: np.ndarray, class_index: int) -> None:
+    """An 8-bit PNG: ``class_index`` where the finding was drawn, ``NO_FINDING`` elsewhere."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(where, class_index, NO_FINDING).astype(np.uint8)).save(path)
+
+
 def write_readme(root: Path, title: str, body: str) -> None:
     """Every demo folder says plainly that it is synthetic."""
     (root / "README.md").write_text(

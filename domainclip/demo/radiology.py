@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from domainclip.demo.common import disks, write_manifest, write_readme
+from domainclip.demo.common import disks, write_finding_mask, write_manifest, write_readme
 
 CLASSES = ("normal", "nodule", "consolidation", "effusion")
 SIZE = 128
@@ -32,7 +32,8 @@ def _anatomy(rng) -> tuple[np.ndarray, list[np.ndarray]]:
     return body, lungs
 
 
-def _slice_hu(rng, body, lungs, label: str, site: dict) -> np.ndarray:
+def _slice_hu(rng, body, lungs, label: str, site: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One slice in HU with ``label``'s finding, and the finding's mask (the pixels it changed)."""
     hu = np.full((SIZE, SIZE), -1000.0, np.float32)
     hu[_ellipse(*body)] = 40.0
     masks = [_ellipse(*lung) for lung in lungs]
@@ -43,24 +44,31 @@ def _slice_hu(rng, body, lungs, label: str, site: dict) -> np.ndarray:
     hu = np.where(lung_any, hu + vessels * 800.0, hu)
     side = rng.integers(0, 2)
     cy, cx, ry, rx = lungs[side]
+    finding = np.zeros((SIZE, SIZE), bool)
     if label == "nodule":
         c = np.array([[cy + rng.uniform(-0.4, 0.4) * ry, cx + rng.uniform(-0.4, 0.4) * rx]])
         lesion = disks((SIZE, SIZE), c, [rng.uniform(2.5, 6.0)]) * rng.uniform(400, 880)
         hu = np.where(masks[side], np.maximum(hu, -850 + lesion), hu)
+        finding = masks[side] & (lesion > 0)
     elif label == "consolidation":
         patch = ndimage.gaussian_filter(rng.normal(0, 1, (SIZE, SIZE)), 6) > rng.uniform(0.0, 0.08)
-        region = masks[side] & patch & _ellipse(cy + ry * 0.3, cx, ry * rng.uniform(0.45, 0.8), rx * rng.uniform(0.6, 1))
-        hu[region] = rng.uniform(-300, 20)
+        finding = masks[side] & patch & _ellipse(cy + ry * 0.3, cx, ry * rng.uniform(0.45, 0.8), rx * rng.uniform(0.6, 1))
+        hu[finding] = rng.uniform(-300, 20)
     elif label == "effusion":
         yy = np.mgrid[:SIZE, :SIZE][0]
-        hu[masks[side] & (yy > cy + ry * rng.uniform(0.25, 0.65))] = rng.uniform(0, 25)
+        finding = masks[side] & (yy > cy + ry * rng.uniform(0.25, 0.65))
+        hu[finding] = rng.uniform(0, 25)
     if site["zoom"] != 1.0:  # a smaller reconstruction field of view: anatomy and findings appear larger
-        big = ndimage.zoom(hu, site["zoom"], order=1)
-        start = (big.shape[0] - SIZE) // 2
-        hu = big[start : start + SIZE, start : start + SIZE]
+        hu, finding = _zoom_centre(hu, site["zoom"], 1), _zoom_centre(finding.astype(np.float32), site["zoom"], 0) > 0.5
     if site["sharpen"]:
         hu = hu + site["sharpen"] * (hu - ndimage.gaussian_filter(hu, 1.0))
-    return hu + site["offset"] + rng.normal(0, site["noise"], hu.shape).astype(np.float32)
+    return hu + site["offset"] + rng.normal(0, site["noise"], hu.shape).astype(np.float32), finding
+
+
+def _zoom_centre(arr: np.ndarray, zoom: float, order: int) -> np.ndarray:
+    big = ndimage.zoom(arr, zoom, order=order)
+    start = (big.shape[0] - SIZE) // 2
+    return big[start : start + SIZE, start : start + SIZE]
 
 
 SITES = {  # per site: patients, noise sd (HU), kernel sharpening gain, HU calibration offset, field-of-view zoom
@@ -96,7 +104,9 @@ def _write_dicom(path: Path, hu: np.ndarray, patient: str, study_uid: str, serie
 
 
 def generate(root: Path, seed: int, site: str = "A") -> None:
-    """Write ``dicom/<patient>/<slice>.dcm`` plus ``manifest.csv`` (path, label, patient_id)."""
+    """Write ``dicom/<patient>/<slice>.dcm`` plus ``manifest.csv`` (path, label, patient_id), and
+    each slice's finding mask as ``masks/<patient>/<slice>.png`` (the class index where the
+    finding is, 255 elsewhere)."""
     from pydicom.uid import generate_uid
 
     spec = SITES[site]
@@ -110,7 +120,9 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
         for z in range(SLICES):
             truth = CLASSES[(z + p) % len(CLASSES)]
             rel = f"dicom/{patient}/{z:03d}.dcm"
-            _write_dicom(root / rel, _slice_hu(rng, body, lungs, truth, spec), patient, study, series, z, rng)
+            hu, finding = _slice_hu(rng, body, lungs, truth, spec)
+            _write_dicom(root / rel, hu, patient, study, series, z, rng)
+            write_finding_mask(root / "masks" / f"{patient}/{z:03d}.png", finding, CLASSES.index(truth))
             label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
             scanner = ("VENDOR-X", "VENDOR-Y")[p % 2] if site == "A" else "VENDOR-Z"
             rows.append({"path": rel, "label": label, "patient_id": patient, "scanner": scanner})

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
-from domainclip.demo.common import write_manifest, write_readme
+from domainclip.demo.common import NO_FINDING, write_manifest, write_readme
 
 CLASSES = ("water", "vegetation", "urban", "bare_soil")
 BANDS = ("R", "G", "B", "NIR")
@@ -51,8 +52,9 @@ def _cover(label: str, rng, site: dict) -> np.ndarray:
     return spectrum[:, None, None] * _texture(rng, label)[None]
 
 
-def render_chip(label: str, rng, site: dict | None = None) -> np.ndarray:
-    """uint16 (4, CHIP, CHIP) reflectance x 10000 dominated by ``label``; some chips get a nodata border."""
+def render_chip(label: str, rng, site: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """uint16 (4, CHIP, CHIP) reflectance x 10000 dominated by ``label`` (some chips get a nodata
+    border), and its cover map: the class index of the cover at each pixel, ``NO_FINDING`` on nodata."""
     site = site or SITES["A"]
     other = CLASSES[(CLASSES.index(label) + rng.integers(1, len(CLASSES))) % len(CLASSES)]
     field = ndimage.gaussian_filter(rng.normal(0, 1, (CHIP, CHIP)), 8)
@@ -60,13 +62,16 @@ def render_chip(label: str, rng, site: dict | None = None) -> np.ndarray:
     refl = _cover(label, rng, site) * mask + _cover(other, rng, site) * (1 - mask)
     refl = refl * np.asarray(site["gains"])[:, None, None] + rng.normal(0, site["noise"], (4, CHIP, CHIP))
     dn = np.clip(np.round(refl * 10000), 1, 65535).astype(np.uint16)
+    cover = np.where(mask[0] > 0, CLASSES.index(label), CLASSES.index(other)).astype(np.uint8)
     if rng.random() < 0.25:
-        dn[:, :, : rng.integers(4, 16)] = NODATA
-    return dn
+        border = rng.integers(4, 16)
+        dn[:, :, :border], cover[:, :border] = NODATA, NO_FINDING
+    return dn, cover
 
 
 def generate(root: Path, seed: int, site: str = "A") -> None:
-    """Write ``chips/*.tif`` plus ``manifest.csv`` (path, label, block_id)."""
+    """Write ``chips/*.tif`` plus ``manifest.csv`` (path, label, block_id), and each chip's cover map
+    as ``masks/<chip>.png`` (class index per pixel, 255 on nodata)."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -82,8 +87,11 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
             transform = from_origin(500000 + gx * CHIP * PIXEL_M, 5000000 - gy * CHIP * PIXEL_M, PIXEL_M, PIXEL_M)
             with rasterio.open(root / rel, "w", driver="GTiff", width=CHIP, height=CHIP, count=4, dtype="uint16",
                                crs="EPSG:32633", transform=transform, nodata=NODATA) as dst:
-                dst.write(render_chip(truth, rng, spec))
+                chip, cover = render_chip(truth, rng, spec)
+                dst.write(chip)
                 dst.descriptions = BANDS
+            (root / "masks").mkdir(exist_ok=True)
+            Image.fromarray(cover).save(root / "masks" / f"chip_{gy:02d}_{gx:02d}.png")
             label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
             rows.append({"path": rel, "label": label, "block_id": f"{site}{gy // spec['block']}{gx // spec['block']}",
                          "region": "north" if gy < grid // 2 else "south"})

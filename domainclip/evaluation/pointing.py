@@ -14,3 +14,17 @@ def pointing_hits(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         masks = F.interpolate(masks[:, None].float(), size=maps.shape[-2:], mode="nearest")[:, 0]
     peak = maps.flatten(1).argmax(dim=1)
     return masks.flatten(1).bool().gather(1, peak[:, None])[:, 0]
+
+
+@torch.inference_mode()
+def pointing_rate(model, pixels: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+                  zero_shot: bool = False, batch_size: int = 32) -> float:
+    """Share of images whose similarity map for their labelled class (``labels``) peaks inside its
+    mask: ``model`` is an ``AdaptedModel``; ``zero_shot`` maps with its template prompts."""
+    hits = []
+    for start in range(0, len(pixels), batch_size):
+        stop = start + batch_size
+        maps = model.similarity_maps(pixels[start:stop], zero_shot=zero_shot)
+        own = maps[torch.arange(len(maps)), labels[start:stop]]
+        hits.append(pointing_hits(own, masks[start:stop]))
+    return torch.cat(hits).float().mean().item()

@@ -256,7 +256,7 @@ class Predictor:
         out = []
         for start in range(0, len(images), batch_size):
             pixels = self._pixels(images[start : start + batch_size])
-            out.append(self.model.similarity_maps(pixels, class_embeddings=classes))
+            out.append(self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb))
         return torch.cat(out)
 
     def _tiles_only(self, images, what: str, method: str) -> list:

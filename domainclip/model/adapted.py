@@ -82,6 +82,16 @@ class AdaptedModel(nn.Module):
                 "prompt_labels": [int(k) for k in prompt_labels], "input_adapter": input_adapter}
         return cls(build_tower(tower), build_method(method), spec)
 
+    def zero_shot_start(self, seed: int = 0) -> "AdaptedModel":
+        """The model before adaptation, for comparisons: the same tower, classes, prompts and input
+        adapter with the zero-shot method, heads initialised as a run seeded with ``seed`` starts
+        them (the global random state is left as it was)."""
+        spec = self.spec
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return AdaptedModel.build(spec["tower"], {"name": "zero_shot"}, spec["classes"], spec["prompts"],
+                                      spec["prompt_labels"], spec["input_adapter"]).eval()
+
     @classmethod
     def load(cls, folder: str | Path, tower: dict | None = None) -> "AdaptedModel":
         """The model ``save`` wrote into ``folder``, frozen. ``tower`` replaces the saved tower
@@ -158,16 +168,20 @@ class AdaptedModel(nn.Module):
         return F.normalize(emb, dim=-1)
 
     def similarity_maps(self, pixels: torch.Tensor, class_embeddings: torch.Tensor | None = None,
-                        zero_shot: bool = False) -> torch.Tensor:
+                        zero_shot: bool = False, method_classes: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, H, W) where each image location matches each class, at the input's resolution
         (bilinear): cosine similarity of the location's embedding to the class embedding of the
         method (``zero_shot``: the template ensemble; ``class_embeddings``: any (K, D) texts), or
-        the linear probe's logit. Uses the tower's per-location features (``dense_features``)."""
+        the linear probe's logit. Uses the tower's per-location features (``dense_features``).
+        ``method_classes``: the method's own class embeddings encoded once
+        (``fixed_class_embeddings``), so repeated calls do not re-encode the prompts."""
         if self.input_adapter is not None:
             pixels = self.input_adapter(pixels)
         features = self.tower.dense_features(pixels)
-        method = ZERO_SHOT if zero_shot or class_embeddings is not None else self.method
-        scores = method.location_scores(self, features, self.prompt_set(), class_embeddings)
+        if zero_shot or class_embeddings is not None:
+            scores = ZERO_SHOT.location_scores(self, features, self.prompt_set(), class_embeddings)
+        else:
+            scores = self.method.location_scores(self, features, self.prompt_set(), method_classes)
         return F.interpolate(scores.float(), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
