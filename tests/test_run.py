@@ -251,3 +251,39 @@ def test_adapted_maps_point_at_the_labelled_tissue_and_beat_zero_shot(pathology_
     rate = {name: pointing_rate(model, pixels, labels, masks)
             for name, model in (("adapted", predictor.model), ("zero_shot", zero_shot))}
     assert len(positives) >= 70 and rate["adapted"] >= 0.8 and rate["adapted"] > rate["zero_shot"], rate
+
+
+def test_report_gallery_shows_each_class_cases_with_maps_and_no_identifier(pathology_run):
+    from PIL import Image
+
+    d, data = pathology_run.run_dir, load_card_data("demo_pathology")
+    cases = json.loads((d / "metrics.json").read_text())["gallery"]
+    classes = data.class_names
+    assert {c["class"] for c in cases} == set(classes)
+    assert all(sum(c["class"] == k and c["kind"] == "most uncertain" for c in cases) == 1 for k in classes)
+    summary = (d / "report" / "summary.md").read_text()
+    for case in cases:
+        assert f"]({case['file']})" in summary and Image.open(d / "report" / case["file"]).size[0] > 2 * 100
+        assert (case["predicted"] == case["true"]) == (case["kind"] == "most confident correct") or case["kind"] == "most uncertain"
+    groups = {r.group for recs in data.splits.values() for r in recs}
+    names = " ".join(p.name for p in (d / "report").rglob("*")) + summary + json.dumps(cases)
+    assert not any(g in names for g in groups) and not any(str(r.path.name) in names for r in data.splits["test"])
+
+
+def test_gallery_picks_equal_a_brute_force_search():
+    import numpy as np
+
+    from domainclip.evaluation.gallery import KINDS, pick_cases
+
+    rng = np.random.default_rng(3)
+    probs = torch.from_numpy(rng.dirichlet(np.ones(4), size=60))
+    targets = torch.from_numpy(rng.integers(0, 4, 60))
+    got = {(k, kind): row for k, kind, row in pick_cases(probs, targets)}
+    p, t = probs.numpy(), targets.numpy()
+    for k in range(4):
+        rows = [i for i in range(60) if t[i] == k]
+        right = [i for i in rows if p[i].argmax() == k]
+        wrong = [i for i in rows if p[i].argmax() != k]
+        assert got.get((k, KINDS[0])) == (max(right, key=lambda i: p[i, k]) if right else None)
+        assert got.get((k, KINDS[1])) == (max(wrong, key=lambda i: p[i].max()) if wrong else None)
+        assert got[(k, KINDS[2])] == min(rows, key=lambda i: np.sort(p[i])[-1] - np.sort(p[i])[-2])

@@ -23,10 +23,11 @@ from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.clinical import EvalSettings
 from domainclip.evaluation.evaluators import evaluator_for
+from domainclip.evaluation.gallery import write_gallery
 from domainclip.evaluation.report import print_summary, write_report
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.export import write_bundle
-from domainclip.export.phi import audit_run_texts, identifying_values
+from domainclip.export.phi import audit, audit_run_texts, identifying_values, refuse_on_hits
 from domainclip.pipeline.few_shot_protocol import run_few_shot
 from domainclip.pipeline.objectives import Adaptation, adapt
 from domainclip.pipeline.reference import ReferenceZeroShot
@@ -232,8 +233,13 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
         return Result(run_dir=parts.run_dir, metrics={}, bundle_dir=None, timings=timings)
     t = time.perf_counter()
     summary, after = evaluate_trained(parts, before, method_report)
-    timings["evaluation_s"] = time.perf_counter() - t
     metrics = summary["metrics"]
+    if cfg.eval.gallery and "test" in after and "clinical" in metrics:
+        summary["gallery"] = write_gallery(parts.run_dir / "report", task.model, data, after["test"],
+                                           metrics["clinical"]["temperature"])
+        refuse_on_hits(audit({"report gallery": summary["gallery"]}, parts.identifying_values(), free_text=set()),
+                       "the report was not written")  # captions, file names and pseudonyms only: never expected
+    timings["evaluation_s"] = time.perf_counter() - t
     write_summary(parts, summary, after.get("test"), report=False)  # before export: a refused bundle loses nothing
     t = time.perf_counter()
     try:

@@ -1,0 +1,90 @@
+"""The report's case gallery: for each class, the most confident correct, the most confident wrong
+and the most uncertain test case, each with the adapted model's similarity map over it. Pictures
+and their names carry no identifier: a case is named by its number, class and kind, and its group
+by a pseudonym (salted with the card digest, as in shards)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image
+
+from domainclip.data import CardData, ImageDataset
+from domainclip.evaluation.clinical import Predictions
+from domainclip.evaluation.overlays import display_image, slug
+from domainclip.shards.build import pseudonym
+from domainclip.transforms.pipeline import DomainOptions
+
+KINDS = ("most confident correct", "most confident wrong", "most uncertain")
+
+
+def pick_cases(probs: torch.Tensor, targets: torch.Tensor) -> list[tuple[int, str, int]]:
+    """(true class, kind, row) for each class and each kind it has: among the class's images, the
+    correct one with the highest probability, the wrong one whose wrong class has the highest
+    probability, and the one with the smallest margin between its two most probable classes."""
+    pred = probs.argmax(dim=1)
+    top = probs.topk(min(2, probs.shape[1]), dim=1).values
+    margin = top[:, 0] - top[:, -1]
+    cases = []
+    for k in range(probs.shape[1]):
+        rows = (targets == k).nonzero()[:, 0]
+        if not len(rows):
+            continue
+        right, wrong = rows[pred[rows] == k], rows[pred[rows] != k]
+        if len(right):
+            cases.append((k, KINDS[0], int(right[probs[right, k].argmax()])))
+        if len(wrong):
+            cases.append((k, KINDS[1], int(wrong[probs[wrong, pred[wrong]].argmax()])))
+        cases.append((k, KINDS[2], int(rows[margin[rows].argmin()])))
+    return cases
+
+
+def overlay_png(path: Path, image: np.ndarray, heat: torch.Tensor) -> None:
+    """The image and, beside it, the image with ``heat`` (min-max scaled, inferno) blended over it."""
+    h = heat.detach().float().cpu().numpy()
+    h = (h - h.min()) / max(float(h.max() - h.min()), 1e-8)
+    colour = matplotlib.colormaps["inferno"](h)[..., :3]
+    blended = 0.45 * image + 0.55 * colour
+    gap = np.ones((image.shape[0], 4, 3))
+    Image.fromarray((np.concatenate([image, gap, blended], axis=1) * 255).round().astype(np.uint8)).save(path)
+
+
+@torch.inference_mode()
+def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, temperature: float) -> list[dict]:
+    """Write ``report_dir/gallery/*.png`` for a single-label run's test split; returns the cases
+    (class, kind, predicted, probability, true label, group pseudonym, file) for the report."""
+    card = data.card
+    records = data.splits.get("test") or []
+    if card.task != "single_label" or not records:
+        return []
+    probs = (test.logits.float() / temperature).softmax(dim=-1)
+    pre = model.tower.preprocess
+    dataset = ImageDataset(records, card.reader.name, card.reader.options, DomainOptions.from_dict(card.transforms),
+                           pre, len(card.classes))
+    folder = report_dir / "gallery"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    names, cases = data.class_names, []
+    for n, (k, kind, row) in enumerate(pick_cases(probs, test.targets)):
+        pixels = dataset.load(row)[None]
+        predicted = int(probs[row].argmax())
+        heat = model.similarity_maps(pixels)[0, predicted]
+        file = f"case{n:02d}-{slug(names[k])}-{slug(kind)}.png"
+        overlay_png(folder / file, display_image(pixels[0], pre.mean, pre.std), heat)
+        cases.append({"class": names[k], "kind": kind, "predicted": names[predicted],
+                      "probability": float(probs[row, predicted]), "true": names[int(test.targets[row])],
+                      "group": pseudonym(records[row].group, data.digest), "file": f"gallery/{file}"})
+    return cases
+
+
+def gallery_section(cases: list[dict]) -> str:
+    """The report's markdown for the gallery (empty when there is none)."""
+    if not cases:
+        return ""
+    lines = ["## Case gallery (test; map of the predicted class, brighter = closer match)", "",
+             "| class | case | predicted (p) | true | group (pseudonym) | image and map |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c['class']} | {c['kind']} | {c['predicted']} ({c['probability']:.2f}) | {c['true']} | "
+              f"`{c['group']}` | ![{c['kind']}]({c['file']}) |" for c in cases]
+    return "\n".join(lines) + "\n\n"
