@@ -33,7 +33,7 @@ def recipe_run(recipe: str, extra: list[str]):
     return run(cfg)
 
 
-def pointing(recipe: str, extra: list[str]) -> dict:
+def pointing(recipe: str, extra: list[str], tolerance: int = 0) -> dict:
     """The three rates for one recipe's default run (test split)."""
     import torch
 
@@ -50,21 +50,22 @@ def pointing(recipe: str, extra: list[str]) -> dict:
     pixels = predictor._pixels([r.path for r in records])
     labels, masks_t = torch.tensor([r.label for r in records]), torch.stack([torch.from_numpy(m) for m in masks])
     return {"positives": len(records), "of": len(data.splits["test"]),
-            "adapted": pointing_rate(predictor.model, pixels, labels, masks_t),
-            "zero_shot": pointing_rate(start, pixels, labels, masks_t),
+            "adapted": pointing_rate(predictor.model, pixels, labels, masks_t, tolerance=tolerance),
+            "zero_shot": pointing_rate(start, pixels, labels, masks_t, tolerance=tolerance),
             "random_point": float(sum(m.mean() for m in masks) / len(masks))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=["pathology", "radiology", "satellite"])
+    ap.add_argument("--tolerance", type=int, default=0, help="pixels (at the model's input size) a hit may miss by")
     ap.add_argument("--smoke", action="store_true", help="pathology, one epoch, no bootstrap")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     extra = ["trainer.max_epochs=1", "eval.bootstrap=0", "eval.external_cards=[]"] if args.smoke else []
     recipes = ["pathology"] if args.smoke else args.recipes
-    results = {r: pointing(r, extra) for r in recipes}
-    write_result("pointing", {"recipes": results}, args.out)
+    results = {r: pointing(r, extra, args.tolerance) for r in recipes}
+    write_result("pointing", {"tolerance_px": args.tolerance, "recipes": results}, args.out)
     print(f"machine: {machine()}")
     for recipe, r in results.items():
         print(f"recipe={recipe}: pointing game on {r['positives']} of {r['of']} test images: adapted {r['adapted']:.3f} "

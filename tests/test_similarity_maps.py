@@ -122,3 +122,15 @@ def test_pointing_hits_match_a_plain_argmax():
         expected.append(bool(k[y // 2, x // 2]))  # the 6x6 mask seen at 12x12 (nearest)
     got = pointing_hits(torch.from_numpy(maps), torch.from_numpy(masks))
     assert got.tolist() == expected and 0 < sum(expected) < 50
+
+
+def test_pointing_tolerance_counts_a_peak_near_the_mask():
+    from domainclip.evaluation.pointing import pointing_hits
+
+    maps = torch.zeros(1, 40, 40)
+    maps[0, 20, 30] = 1.0  # the peak, 10 pixels right of the mask's edge at column 20
+    mask = torch.zeros(1, 40, 40, dtype=torch.bool)
+    mask[0, 15:25, 10:21] = True
+    assert pointing_hits(maps, mask).tolist() == [False]
+    assert pointing_hits(maps, mask, tolerance=9).tolist() == [False]
+    assert pointing_hits(maps, mask, tolerance=10).tolist() == [True]
