@@ -56,8 +56,9 @@ def _slice_hu(rng, body, lungs, label: str, site: dict) -> tuple[np.ndarray, np.
         hu[finding] = rng.uniform(-300, 20)
     elif label == "effusion":
         yy = np.mgrid[:SIZE, :SIZE][0]
+        fluid = rng.uniform(0, 25)  # drawn before the level, as the demo always has
         finding = masks[side] & (yy > cy + ry * rng.uniform(0.25, 0.65))
-        hu[finding] = rng.uniform(0, 25)
+        hu[finding] = fluid
     if site["zoom"] != 1.0:  # a smaller reconstruction field of view: anatomy and findings appear larger
         hu, finding = _zoom_centre(hu, site["zoom"], 1), _zoom_centre(finding.astype(np.float32), site["zoom"], 0) > 0.5
     if site["sharpen"]:
