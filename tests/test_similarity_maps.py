@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from domainclip.core.errors import ConfigError
 from domainclip.model import AdaptedModel
 
 CLASSES = ["red", "green", "blue", "grey"]
@@ -87,10 +86,21 @@ def test_linear_probe_maps_are_its_logits_per_location():
     torch.testing.assert_close(maps, coarse)
 
 
-def test_siglip_says_it_has_no_maps_yet(tiny_siglip_dir):
+def test_siglip_patch_embeddings_are_its_own_pooling_head_on_each_patch(tiny_siglip_dir):
+    """The oracle is transformers' SiglipMultiheadAttentionPoolingHead itself: on a one-token
+    sequence its attention can only attend to that token, so head(patch) is the value path."""
     model = build({"name": "hf_siglip", "path": str(tiny_siglip_dir)}, {"name": "zero_shot"})
-    with pytest.raises(ConfigError, match="no per-location features yet"):
-        model.similarity_maps(torch.zeros(1, 3, 32, 32))
+    vision = model.tower.image_encoder
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        dense = model.tower.dense_features(pixels)  # (2, 4, 4, D)
+        tokens = vision(pixel_values=pixels).last_hidden_state
+        expected = torch.stack([vision.head(tokens[:, i : i + 1]) for i in range(tokens.shape[1])], dim=1)
+        maps = model.similarity_maps(pixels)
+    torch.testing.assert_close(dense.reshape(2, 16, -1), expected, rtol=1e-5, atol=1e-5)
+    assert maps.shape == (2, 4, 32, 32) and torch.isfinite(maps).all()
+    assert not torch.allclose(maps[0], maps[1])
 
 
 def test_overlay_background_is_the_input_as_read():

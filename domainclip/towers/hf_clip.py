@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch.nn.functional as F
 from torch import nn
 
 from domainclip.core.errors import ConfigError
@@ -132,8 +133,23 @@ class HFSiglipTower(HFClipTower):
         return features
 
     def dense_features(self, pixels):
-        """SigLIP pools with an attention head, not a projection: no MaskCLIP path yet."""
-        return Tower.dense_features(self, pixels)
+        """Per-patch embeddings for similarity maps. SigLIP pools its patches with an attention
+        head (a learnt probe query, then a layer norm and MLP with a residual); MaskCLIP (Zhou, Loy
+        and Dai, ECCV 2022) turns CLIP-ResNet's attention pooling into a dense head by keeping only
+        its value and output projections. The same here: each patch goes through the head as if
+        the probe attended to it alone (exactly ``head(patch)`` on a one-token sequence)."""
+        vision = self.image_encoder
+        tokens = vision(pixel_values=pixels).last_hidden_state  # after the post layer norm
+        head = getattr(vision, "head", None)
+        if head is not None:
+            attn = head.attention
+            dim = attn.embed_dim
+            value = F.linear(tokens, attn.in_proj_weight[2 * dim:], attn.in_proj_bias[2 * dim:])
+            pooled = attn.out_proj(value)
+            tokens = pooled + head.mlp(head.layernorm(pooled))
+        patch = self.model.config.vision_config.patch_size
+        rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
+        return tokens[:, -rows * cols:].reshape(tokens.shape[0], rows, cols, tokens.shape[-1])
 
     def head_state_dict(self):
         return {"log_logit_scale": self.log_logit_scale, "logit_bias": self.logit_bias}
