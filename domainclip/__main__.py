@@ -34,7 +34,8 @@ def config_error(argv: list[str]) -> str | None:
     """Compose the config from plain ``key=value`` overrides the way Hydra will, then run the
     run's config checks on it, before Lightning is imported: one line for what would fail (a key
     that does not exist, a missing option, a malformed override, a wrong type or range, a key the
-    tower, method or loss does not take); ``None`` when it passes, or when Hydra's own flags
+    tower, method or loss does not take; a ``run_dir`` that cannot be written or that a live
+    run holds); ``None`` when it passes, or when Hydra's own flags
     (``--multirun``, ``--config-name``...) are given and Hydra should judge them itself (the run
     checks again in any case)."""
     if any(a.startswith("-") for a in argv):
@@ -43,7 +44,7 @@ def config_error(argv: list[str]) -> str | None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from domainclip.pipeline.config_checks import check_run_config
+    from domainclip.pipeline.config_checks import check_run_config, check_run_dir
 
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -52,6 +53,7 @@ def config_error(argv: list[str]) -> str | None:
         return describe_composition_error(exc)
     try:
         check_run_config(cfg)
+        check_run_dir(cfg)
     except ConfigError as exc:
         return one_line(exc)
     return None

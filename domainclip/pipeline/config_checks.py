@@ -5,15 +5,18 @@ the value and what is allowed. Light on imports: the command line runs them befo
 Lightning."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from domainclip.core.errors import ConfigError
 from domainclip.methods import METHODS
 from domainclip.towers.base import tower_class
 from domainclip.training.losses import LOSSES
+from domainclip.training.reliability.run_lock import hold_run_dir
 
 EVAL_SPLITS = ("val", "test")
 
@@ -155,3 +158,18 @@ def check_option_keys(cfg: DictConfig) -> None:
         if unknown:
             raise ConfigError(f"{group}.{unknown[0]}: not a key of {group} '{node.name}'; allowed keys: "
                               f"{', '.join(sorted(allowed - {'name'}))}")
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """A ``run_dir=...`` given on the command line that cannot be written, or that another live
+    run holds, fails here in one line, before Lightning is imported (the run takes the lock again
+    for its whole length). Hydra's own per-launch directory is fresh and is not probed, nor is it
+    from a rank other than 0 (a DDP launcher's other processes start while rank 0 holds the lock)."""
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")):
+        return
+    try:
+        run_dir = cfg.run_dir
+    except OmegaConfBaseException:  # ${hydra:runtime.output_dir} resolves only inside the Hydra app
+        return
+    with hold_run_dir(Path(run_dir)):
+        pass
