@@ -38,12 +38,13 @@ def write_manifest(root: Path, rows: list[dict]) -> None:
 NO_FINDING = 255  # a finding map's value where no class was drawn
 
 
-def write_finding_mask(path: Path, where: np.ndarray, class_index: int) -> None:
-    """An 8-bit PNG: ``class_index`` where the finding was drawn, ``NO_FINDING`` elsewhere."""
+def write_class_map(path: Path, class_map: np.ndarray) -> None:
+    """An 8-bit PNG of where the generator drew each class: its index per pixel, ``NO_FINDING``
+    where none (``demo.finding_masks`` reads them back)."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(where, class_index, NO_FINDING).astype(np.uint8)).save(path)
+    Image.fromarray(class_map.astype(np.uint8)).save(path)
 
 
 def write_readme(root: Path, title: str, body: str) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from domainclip.demo.common import disks, write_manifest, write_readme
+from domainclip.demo.common import disks, write_class_map, write_manifest, write_readme
 
 CLASSES = ("tumour", "stroma", "adipose", "lymphocytes")
 TILE = 128
@@ -108,7 +108,6 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
     spec = SITES[site]
     rng = np.random.default_rng(seed + (0 if site == "A" else 1000))
     (root / "tiles").mkdir(parents=True)
-    (root / "masks").mkdir()
     rows = []
     for s in range(spec["slides"]):
         slide = f"DEMO-{site}-SLIDE-{s:02d}"
@@ -118,7 +117,7 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
                 rel = f"tiles/{slide}_{truth}_{t}.png"
                 tile, tissue = mixed_tile(truth, rng, spec, slide_gain)
                 Image.fromarray(tile).save(root / rel)
-                Image.fromarray(tissue).save(root / rel.replace("tiles/", "masks/"))  # where each class is
+                write_class_map(root / rel.replace("tiles/", "masks/"), tissue)
                 label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
                 rows.append({"path": rel, "label": label, "slide_id": slide, "scanner": f"{site}-SCANNER-{s % 2 + 1}"})
     write_manifest(root, rows)

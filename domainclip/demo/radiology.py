@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from domainclip.demo.common import disks, write_finding_mask, write_manifest, write_readme
+from domainclip.demo.common import NO_FINDING, disks, write_class_map, write_manifest, write_readme
 
 CLASSES = ("normal", "nodule", "consolidation", "effusion")
 SIZE = 128
@@ -123,7 +123,7 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
             rel = f"dicom/{patient}/{z:03d}.dcm"
             hu, finding = _slice_hu(rng, body, lungs, truth, spec)
             _write_dicom(root / rel, hu, patient, study, series, z, rng)
-            write_finding_mask(root / "masks" / f"{patient}/{z:03d}.png", finding, CLASSES.index(truth))
+            write_class_map(root / "masks" / f"{patient}/{z:03d}.png", np.where(finding, CLASSES.index(truth), NO_FINDING))
             label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
             scanner = ("VENDOR-X", "VENDOR-Y")[p % 2] if site == "A" else "VENDOR-Z"
             rows.append({"path": rel, "label": label, "patient_id": patient, "scanner": scanner})

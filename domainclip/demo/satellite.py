@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
-from domainclip.demo.common import NO_FINDING, write_manifest, write_readme
+from domainclip.demo.common import NO_FINDING, write_class_map, write_manifest, write_readme
 
 CLASSES = ("water", "vegetation", "urban", "bare_soil")
 BANDS = ("R", "G", "B", "NIR")
@@ -90,8 +89,7 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
                 chip, cover = render_chip(truth, rng, spec)
                 dst.write(chip)
                 dst.descriptions = BANDS
-            (root / "masks").mkdir(exist_ok=True)
-            Image.fromarray(cover).save(root / "masks" / f"chip_{gy:02d}_{gx:02d}.png")
+            write_class_map(root / "masks" / f"chip_{gy:02d}_{gx:02d}.png", cover)
             label = truth if rng.random() >= DISAGREEMENT else CLASSES[(CLASSES.index(truth) + rng.integers(1, 4)) % 4]
             rows.append({"path": rel, "label": label, "block_id": f"{site}{gy // spec['block']}{gx // spec['block']}",
                          "region": "north" if gy < grid // 2 else "south"})

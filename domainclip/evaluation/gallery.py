@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import torch
-from PIL import Image
 
 from domainclip.data import CardData, ImageDataset
 from domainclip.evaluation.clinical import Predictions
-from domainclip.evaluation.overlays import display_image, slug
+from domainclip.evaluation.overlays import display_image, overlay_png, slug
 from domainclip.shards.build import pseudonym
 from domainclip.transforms.pipeline import DomainOptions
 
@@ -41,16 +38,6 @@ def pick_cases(probs: torch.Tensor, targets: torch.Tensor) -> list[tuple[int, st
     return cases
 
 
-def overlay_png(path: Path, image: np.ndarray, heat: torch.Tensor) -> None:
-    """The image and, beside it, the image with ``heat`` (min-max scaled, inferno) blended over it."""
-    h = heat.detach().float().cpu().numpy()
-    h = (h - h.min()) / max(float(h.max() - h.min()), 1e-8)
-    colour = matplotlib.colormaps["inferno"](h)[..., :3]
-    blended = 0.45 * image + 0.55 * colour
-    gap = np.ones((image.shape[0], 4, 3))
-    Image.fromarray((np.concatenate([image, gap, blended], axis=1) * 255).round().astype(np.uint8)).save(path)
-
-
 @torch.inference_mode()
 def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, temperature: float) -> list[dict]:
     """Write ``report_dir/gallery/*.png`` for a single-label run's test split; returns the cases
@@ -67,12 +54,13 @@ def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, te
     folder.mkdir(parents=True, exist_ok=True)
     model.eval()
     names, cases = data.class_names, []
-    for n, (k, kind, row) in enumerate(pick_cases(probs, test.targets)):
-        pixels = dataset.load(row)[None]
+    picks = pick_cases(probs, test.targets)
+    pixels = torch.stack([dataset.load(row) for _, _, row in picks])
+    maps = model.similarity_maps(pixels)  # one pass for every case
+    for n, (k, kind, row) in enumerate(picks):
         predicted = int(probs[row].argmax())
-        heat = model.similarity_maps(pixels)[0, predicted]
         file = f"case{n:02d}-{slug(names[k])}-{slug(kind)}.png"
-        overlay_png(folder / file, display_image(pixels[0], pre.mean, pre.std), heat)
+        overlay_png(folder / file, display_image(pixels[n], pre.mean, pre.std), maps[n, predicted])
         cases.append({"class": names[k], "kind": kind, "predicted": names[predicted],
                       "probability": float(probs[row, predicted]), "true": names[int(test.targets[row])],
                       "group": pseudonym(records[row].group, data.digest), "file": f"gallery/{file}"})

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
 def display_image(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -47,6 +48,16 @@ def save_overlay(path: Path, image: np.ndarray, heat: torch.Tensor, title: str) 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def overlay_png(path: Path, image: np.ndarray, heat: torch.Tensor) -> None:
+    """The image and, beside it, the image with ``heat`` (min-max scaled, inferno) blended over it."""
+    h = heat.detach().float().cpu().numpy()
+    h = (h - h.min()) / max(float(h.max() - h.min()), 1e-8)
+    colour = matplotlib.colormaps["inferno"](h)[..., :3]
+    blended = 0.45 * image + 0.55 * colour
+    gap = np.ones((image.shape[0], 4, 3))
+    Image.fromarray((np.concatenate([image, gap, blended], axis=1) * 255).round().astype(np.uint8)).save(path)
 
 
 def slug(text: str) -> str:

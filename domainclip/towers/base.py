@@ -121,7 +121,7 @@ class Tower(nn.Module):
         """(B, h, w, F) backbone features per image location, such that ``image_head`` maps each
         into the shared space (for similarity maps)."""
         raise ConfigError(f"tower '{type(self).__name__}' gives no per-location features yet; similarity maps "
-                          "support the EfficientNet default and transformers CLIP towers")
+                          "support the EfficientNet default and transformers CLIP and SigLIP towers")
 
     def vision_embeddings(self) -> tuple[nn.Module, int]:
         """The ViT patch-embedding module and hidden size (for visual prompt tuning)."""

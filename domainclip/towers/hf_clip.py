@@ -83,6 +83,10 @@ class HFClipTower(Tower):
             handle.remove()
         attn = last.self_attn
         tokens = vision.post_layernorm(attn.out_proj(attn.v_proj(last.layer_norm1(captured["x"]))))
+        return self.patch_grid(tokens, pixels)
+
+    def patch_grid(self, tokens, pixels):
+        """The last (rows x cols) tokens, one per patch of ``pixels``, as (B, rows, cols, D)."""
         patch = self.model.config.vision_config.patch_size
         rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
         return tokens[:, -rows * cols:].reshape(tokens.shape[0], rows, cols, tokens.shape[-1])
@@ -147,9 +151,7 @@ class HFSiglipTower(HFClipTower):
             value = F.linear(tokens, attn.in_proj_weight[2 * dim:], attn.in_proj_bias[2 * dim:])
             pooled = attn.out_proj(value)
             tokens = pooled + head.mlp(head.layernorm(pooled))
-        patch = self.model.config.vision_config.patch_size
-        rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
-        return tokens[:, -rows * cols:].reshape(tokens.shape[0], rows, cols, tokens.shape[-1])
+        return self.patch_grid(tokens, pixels)
 
     def head_state_dict(self):
         return {"log_logit_scale": self.log_logit_scale, "logit_bias": self.logit_bias}
