@@ -73,3 +73,33 @@ def tiny_tower(tiny_clip_dir) -> list[str]:
     """Overrides that swap the embedded tower for the tiny CLIP: for end-to-end tests of the run's
     machinery (resume, replay, shards, ranks, loggers) that assert nothing about the demo targets."""
     return ["tower=hf_clip", f"tower.path={tiny_clip_dir}"]
+
+
+@pytest.fixture(scope="session")
+def open_clip_oracle():
+    """open_clip and timm imported with the torchvision stand-in (see tests/openclip_oracle.py)."""
+    import importlib.util
+
+    import openclip_oracle
+
+    if importlib.util.find_spec("open_clip") is None or importlib.util.find_spec("timm") is None:
+        pytest.fail("open_clip and timm are the oracles of the open_clip tower tests; the README's test command "
+                    "installs them (pip install --no-deps open_clip_torch timm ftfy wcwidth)")
+
+    return openclip_oracle.install()[0]
+
+
+@pytest.fixture(scope="session")
+def open_clip_dirs(open_clip_oracle, tmp_path_factory) -> dict:
+    """One tiny random checkpoint per open_clip family, saved in open_clip's format: ``clip``
+    (OpenAI-style, QuickGELU, a logit bias, safetensors), ``timm_hf`` (timm ViT + BERT, pickled
+    weights, tokenizer in the directory) and ``coca``."""
+    import openclip_oracle
+
+    root = tmp_path_factory.mktemp("open-clip")
+    bert = openclip_oracle.save_tiny_bert(root / "bert")
+    cfgs = openclip_oracle.family_configs(bert)
+    return {"clip": openclip_oracle.save_family(open_clip_oracle, "clip", cfgs["clip"], root / "clip", safetensors=True,
+                                                logit_bias=-2.0),
+            "timm_hf": openclip_oracle.save_family(open_clip_oracle, "timm_hf", cfgs["timm_hf"], root / "timm_hf"),
+            "coca": openclip_oracle.save_family(open_clip_oracle, "coca", cfgs["coca"], root / "coca")}

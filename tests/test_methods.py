@@ -120,19 +120,6 @@ def test_vpt_on_a_cnn_uses_padding_prompts_only_on_the_border():
     assert seen[0][0, :, 8:56, 8:56].abs().max() == 0 and seen[0][0, :, :8].min() == 1.0
 
 
-def test_open_clip_is_optional_and_fails_clearly_without_it():
-    pytest.importorskip  # open_clip is an optional extra: without it, a clear ConfigError
-    try:
-        import open_clip  # noqa: F401
-    except ImportError:
-        from domainclip.core.errors import ConfigError
-
-        with pytest.raises(ConfigError, match=r"pip install 'domainclip\[open_clip\]'"):
-            build_tower({"name": "open_clip", "path": "/nonexistent"})
-    else:  # pragma: no cover - only where the extra is installed
-        pytest.skip("open_clip installed: covered by the open_clip integration test")
-
-
 def test_wise_ft_sweeps_alphas_and_reports_retention(make_cfg, tiny_tower):
     from domainclip.pipeline.run import run
 

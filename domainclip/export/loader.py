@@ -108,7 +108,9 @@ class Predictor:
         self.bundle, self.meta, self.model = bundle, meta, model.eval()
         self.classes: list[str] = list(meta["classes"])
         pre = meta["preprocessing"]
-        self.preprocess = Preprocess(size=pre["size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+        self.preprocess = Preprocess(size=pre["size"], mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                                     resize_mode=pre.get("resize_mode", "squash"),
+                                     interpolation=pre.get("interpolation", "bilinear"))
         self.domain = DomainOptions.from_dict(pre.get("domain"))
         self.reader, self.reader_options, self.units = pre["reader"], pre.get("reader_options", {}), pre.get("units")
         with torch.inference_mode():  # encoded once when they do not depend on the image

@@ -40,6 +40,8 @@ class Preprocessing(_Open):
     size: int
     mean: list[float]
     std: list[float]
+    resize_mode: Literal["squash", "shortest", "longest"] = "squash"
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     reader: str
     reader_options: dict
     domain: dict

@@ -1,4 +1,5 @@
-"""``python -m domainclip.shards build CARD out=DIR [size=224] [dtype=float16|uint8] [shard_mb=200] [workers=N]``
+"""``python -m domainclip.shards build CARD out=DIR [size=224] [dtype=float16|uint8] [shard_mb=200] [workers=N]
+[resize_mode=squash|shortest|longest] [interpolation=bilinear|bicubic]``
 ``python -m domainclip.shards verify DIR``: check the manifest and every shard's SHA-256.
 """
 from __future__ import annotations
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build_shards(target, Path(options["out"]), size=int(options.get("size", 224)),
                                 dtype=options.get("dtype", "float16"), shard_mb=float(options.get("shard_mb", 200)),
                                 workers=int(options.get("workers", 1)),
-                                demo_dir=Path(options["demo_dir"]) if "demo_dir" in options else None)
+                                demo_dir=Path(options["demo_dir"]) if "demo_dir" in options else None,
+                                resize_mode=options.get("resize_mode", "squash"),
+                                interpolation=options.get("interpolation", "bilinear"))
     except USER_ERRORS as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from domainclip.core.fileio import sha256_file as file_sha256
 from domainclip.data import load_card_data
 from domainclip.readers import read_record
 from domainclip.shards.manifest import FORMAT, SAFE_META, transform_digest
-from domainclip.transforms.pipeline import DomainOptions, resize, to_unit_range
+from domainclip.transforms.pipeline import DomainOptions, Preprocess, resize, to_unit_range
 
 DTYPES = {"float16": np.float16, "uint8": np.uint8}
 
@@ -44,12 +44,16 @@ def encode_pixels(arr01: np.ndarray, dtype: str) -> bytes:
     return buf.getvalue()
 
 
-def sample_pixels(record, reader: str, options: dict, transforms: dict, size: int) -> np.ndarray:
-    """Reader + domain transforms + resize: the (C, S, S) 0..1 pixels training would compute."""
+def sample_pixels(record, reader: str, options: dict, transforms: dict, size: int,
+                  geometry: str = "squash/bilinear") -> np.ndarray:
+    """Reader + domain transforms + resize (``geometry``: resize mode/interpolation): the
+    (C, S, S) 0..1 pixels training would compute."""
 
     domain = DomainOptions.from_dict(transforms)
     arr, meta = read_record(record, reader, options, size)
-    return resize(to_unit_range(arr, meta, domain), size)[0].numpy(), {k: v for k, v in meta.items() if k in SAFE_META}
+    mode, interpolation = geometry.split("/")
+    pixels = resize(to_unit_range(arr, meta, domain), size, mode, interpolation)[0].numpy()
+    return pixels, {k: v for k, v in meta.items() if k in SAFE_META}
 
 
 def write_shard(job: dict) -> dict:
@@ -61,7 +65,8 @@ def write_shard(job: dict) -> dict:
         tmp = path.with_name(path.name + ".tmp")
         with wds.TarWriter(str(tmp)) as sink:
             for index, record, captions in job["items"]:
-                pixels, meta = sample_pixels(record, job["reader"], job["options"], job["transforms"], job["size"])
+                pixels, meta = sample_pixels(record, job["reader"], job["options"], job["transforms"], job["size"],
+                                             job["geometry"])
                 info = {"index": index, "labels": list(record.labels), "group": pseudonym(record.group, job["salt"]),
                         "split": job["split"], "captions": captions, "meta": meta}
                 sink.write({"__key__": f"{job['split']}-{index:08d}", "pixels.npy": encode_pixels(pixels, job["dtype"]),
@@ -72,7 +77,8 @@ def write_shard(job: dict) -> dict:
             "bytes": path.stat().st_size}
 
 
-def plan_jobs(data, bank, out: Path, size: int, dtype: str, shard_mb: float) -> dict[str, list[dict]]:
+def plan_jobs(data, bank, out: Path, size: int, dtype: str, shard_mb: float,
+              geometry: str = "squash/bilinear") -> dict[str, list[dict]]:
     """Per split, the shard jobs: consecutive record ranges of a fixed count."""
     card = data.card
     channels = 3
@@ -85,14 +91,18 @@ def plan_jobs(data, bank, out: Path, size: int, dtype: str, shard_mb: float) -> 
         n = math.ceil(len(items) / per_shard)
         jobs[split] = [{"path": str(out / f"{split}-{k:05d}.tar"), "items": items[k * per_shard : (k + 1) * per_shard],
                         "split": split, "reader": card.reader.name, "options": card.reader.options,
-                        "transforms": card.transforms, "size": size, "dtype": dtype, "salt": data.digest}
+                        "transforms": card.transforms, "size": size, "dtype": dtype, "salt": data.digest,
+                        "geometry": geometry}
                        for k in range(n)]
     return jobs
 
 
 def build_shards(card_ref: str, out: Path, size: int = 224, dtype: str = "float16", shard_mb: float = 200.0,
-                 workers: int = 1, demo_dir: Path | None = None, template_set: str | None = None) -> dict:
-    """Build (or finish building) the shard set of a card in ``out``; returns the manifest."""
+                 workers: int = 1, demo_dir: Path | None = None, template_set: str | None = None,
+                 resize_mode: str = "squash", interpolation: str = "bilinear") -> dict:
+    """Build (or finish building) the shard set of a card in ``out``; returns the manifest.
+    ``resize_mode``/``interpolation`` must match the tower's preprocessing (open_clip towers:
+    ``shortest``/``bicubic`` unless their config says otherwise)."""
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: use one of {sorted(DTYPES)}")
@@ -100,7 +110,9 @@ def build_shards(card_ref: str, out: Path, size: int = 224, dtype: str = "float1
     out.mkdir(parents=True, exist_ok=True)
     data = load_card_data(card_ref, demo_dir)
     bank, _ = prepare_captions(data, template_set)
-    jobs = plan_jobs(data, bank, out, size, dtype, shard_mb)
+    geometry = f"{resize_mode}/{interpolation}"
+    Preprocess(size=size, resize_mode=resize_mode, interpolation=interpolation)  # refuses unknown modes
+    jobs = plan_jobs(data, bank, out, size, dtype, shard_mb, geometry)
     flat = [j for split_jobs in jobs.values() for j in split_jobs]
     if workers > 1:  # spawn, not fork: forking a process with live threads (loggers, torch) can deadlock
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -110,7 +122,8 @@ def build_shards(card_ref: str, out: Path, size: int = 224, dtype: str = "float1
     by_name = {e["name"]: e for e in entries}
     card = data.card
     manifest = {"format": FORMAT, "card": card.name, "card_digest": data.digest, "size": size, "dtype": dtype,
-                "transform_digest": transform_digest(card.reader.name, card.reader.options, card.transforms, size, dtype),
+                "transform_digest": transform_digest(card.reader.name, card.reader.options, card.transforms, size, dtype,
+                                                     geometry),
                 "splits": {s: {"count": len(data.splits[s]), "shards": [by_name[Path(j["path"]).name] for j in js]}
                            for s, js in jobs.items()}}
     tmp = out / "manifest.json.tmp"

@@ -21,10 +21,12 @@ class ShardError(DomainClipError):
     """A shard set that does not match its card or its own checksums."""
 
 
-def transform_digest(reader: str, reader_options: dict, transforms: dict, size: int, dtype: str) -> str:
-    """Digest of everything that shapes the stored pixels."""
+def transform_digest(reader: str, reader_options: dict, transforms: dict, size: int, dtype: str,
+                     resize: str = "squash/bilinear") -> str:
+    """Digest of everything that shapes the stored pixels (``resize``: resize mode/interpolation,
+    recorded only when not the default, so earlier shard sets keep their digest)."""
     spec = {"format": FORMAT, "reader": reader, "reader_options": reader_options, "transforms": transforms,
-            "size": int(size), "dtype": dtype}
+            "size": int(size), "dtype": dtype, **({"resize": resize} if resize != "squash/bilinear" else {})}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 

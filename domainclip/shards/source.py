@@ -19,7 +19,9 @@ def shard_datasets(cfg, data, tower, pool_ids: dict, ordered: bool = False) -> d
         raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")
     directory, card = Path(cfg.data.shards), data.card
     dtype = load_manifest(directory, verify=False, card_ref=str(cfg.data.card)).get("dtype", "float16")
-    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, tower.preprocess.size, dtype)
+    pre = tower.preprocess
+    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, pre.size, dtype,
+                                f"{pre.resize_mode}/{pre.interpolation}")
     manifest = load_manifest(directory, data.digest, expected, card_ref=str(cfg.data.card))
     pre, domain = tower.preprocess, DomainOptions.from_dict(card.transforms)
     out = {}

@@ -27,6 +27,29 @@ def _preprocess_from(source: str, image_size: int) -> Preprocess:
     return Preprocess(size=image_size, mean=mean, std=std)
 
 
+def value_path(vision: nn.Module, pixels, layer: nn.Module, path):
+    """MaskCLIP's value path (Zhou, Loy and Dai, ECCV 2022): run ``vision`` on ``pixels``, keep the
+    input of its last block ``layer`` and return ``path(input)`` (that block's layer norm, value and
+    output projections, without query-key attention, residual or MLP)."""
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured["x"] = args[0] if args else kwargs["hidden_states"]
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        vision(pixel_values=pixels)
+    finally:
+        handle.remove()
+    return path(captured["x"])
+
+
+def patch_grid(tokens, pixels, patch: int):
+    """The last (rows x cols) tokens, one per ``patch``-wide patch of ``pixels``, as (B, rows, cols, D)."""
+    rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
+    return tokens[:, -rows * cols:].reshape(tokens.shape[0], rows, cols, tokens.shape[-1])
+
+
 @TOWERS.register("hf_clip")
 class HFClipTower(Tower):
     """A CLIPModel: pooled vision/text outputs, then its own visual/text projections."""
@@ -71,25 +94,17 @@ class HFClipTower(Tower):
         uses the adapted weights (LoRA on ``v_proj``/``out_proj``, visual prompts) as they are."""
         vision = self.image_encoder
         last = vision.encoder.layers[-1]
-        captured = {}
-
-        def grab(module, args, kwargs):
-            captured["x"] = args[0] if args else kwargs["hidden_states"]
-
-        handle = last.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            vision(pixel_values=pixels)
-        finally:
-            handle.remove()
         attn = last.self_attn
-        tokens = vision.post_layernorm(attn.out_proj(attn.v_proj(last.layer_norm1(captured["x"]))))
+
+        def values(x):
+            return attn.out_proj(attn.v_proj(last.layer_norm1(x)))
+
+        tokens = vision.post_layernorm(value_path(vision, pixels, last, values))
         return self.patch_grid(tokens, pixels)
 
     def patch_grid(self, tokens, pixels):
         """The last (rows x cols) tokens, one per patch of ``pixels``, as (B, rows, cols, D)."""
-        patch = self.model.config.vision_config.patch_size
-        rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
-        return tokens[:, -rows * cols:].reshape(tokens.shape[0], rows, cols, tokens.shape[-1])
+        return patch_grid(tokens, pixels, self.model.config.vision_config.patch_size)
 
     def image_head(self, features):
         return self.model.visual_projection(features)

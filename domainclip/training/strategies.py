@@ -16,7 +16,6 @@ TRANSFORMER_BLOCKS = (
     "transformers.models.siglip.modeling_siglip.SiglipEncoderLayer",
     "transformers.models.bert.modeling_bert.BertLayer",
     "transformers.models.vit.modeling_vit.ViTLayer",
-    "open_clip.transformer.ResidualAttentionBlock",
 )
 
 

@@ -17,14 +17,27 @@ from domainclip.transforms.intensity import (
 )
 from domainclip.transforms.spatial import box_reduce, min_side_for, reduction_factor
 
+RESIZE_MODES = ("squash", "shortest", "longest")
+INTERPOLATIONS = ("bilinear", "bicubic")
+
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What a tower expects: square size, per-channel mean and std on 0..1 input."""
+    """What a tower expects: square size, per-channel mean and std on 0..1 input, and how a
+    non-square image becomes square: ``squash`` (resize both sides), ``shortest`` (shorter side to
+    ``size``, then a centre crop: open_clip's default) or ``longest`` (longer side to ``size``, then
+    zero padding), with ``bilinear`` or ``bicubic`` interpolation."""
 
     size: int = 224
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    resize_mode: str = "squash"
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.resize_mode not in RESIZE_MODES or self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"preprocessing resize_mode={self.resize_mode!r}, interpolation={self.interpolation!r}: "
+                             f"allowed {RESIZE_MODES} and {INTERPOLATIONS}")
 
 
 @dataclass(frozen=True)
@@ -80,18 +93,41 @@ def model_input(arr: np.ndarray, meta: dict, domain: DomainOptions, pre: Preproc
     return to_tensor(to_unit_range(arr, meta, domain, three_channels=False), pre)
 
 
-def resize(arr01: np.ndarray, size: int) -> torch.Tensor:
+def resize(arr01: np.ndarray, size: int, mode: str = "squash", interpolation: str = "bilinear") -> torch.Tensor:
     """(1, C, size, size) float tensor: box reduction while the image stays >= 2x ``size`` (see
-    ``transforms.spatial``), then an antialiased bilinear resize.
+    ``transforms.spatial``), then an antialiased resize (``Preprocess.resize_mode``: both sides,
+    or keeping the aspect ratio and centre-cropping or zero-padding to a square).
 
     An image that grows in both directions is interpolated without the antialias kernel: for
     upsampling it gives the same values (to 1e-5) at half the cost."""
     arr01 = box_reduce(arr01, reduction_factor(arr01.shape, min_side_for(size)))
     x = torch.from_numpy(np.ascontiguousarray(arr01))[None]
-    if x.shape[-2:] != (size, size):
-        shrinks = min(x.shape[-2:]) > size
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=shrinks, align_corners=False)
-    return x
+    h, w = x.shape[-2:]
+    if mode == "squash" or h == w:
+        target = (size, size)
+    else:  # torchvision's rule: the other side is int(size * ratio)
+        side = min(h, w) if mode == "shortest" else max(h, w)
+        target = (size, int(size * w / h)) if h == side else (int(size * h / w), size)
+    if x.shape[-2:] != target:
+        shrinks = min(x.shape[-2:]) > min(target)
+        x = F.interpolate(x, size=target, mode=interpolation, antialias=shrinks, align_corners=False)
+        if interpolation == "bicubic":
+            x = x.clamp_(0.0, 1.0)
+    return centre_square(x, size)
+
+
+def centre_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of (1, C, H, W), zero-padded where the image is smaller
+    (torchvision's ``CenterCrop`` offsets)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    out = x.new_zeros(x.shape[:-2] + (size, size))
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    src_t, src_l, dst_t, dst_l = max(top, 0), max(left, 0), max(-top, 0), max(-left, 0)
+    rows, cols = min(h - src_t, size - dst_t), min(w - src_l, size - dst_l)
+    out[..., dst_t:dst_t + rows, dst_l:dst_l + cols] = x[..., src_t:src_t + rows, src_l:src_l + cols]
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -109,7 +145,7 @@ def to_tensor(arr01: np.ndarray, pre: Preprocess, normalize: bool = True) -> tor
 
     ``normalize=False`` leaves 0..1 values (a band projection normalises after mapping to RGB).
     """
-    x = resize(arr01, pre.size)
+    x = resize(arr01, pre.size, pre.resize_mode, pre.interpolation)
     if not normalize:
         return x[0]
     scale, shift = _affine(tuple(pre.mean), tuple(pre.std))

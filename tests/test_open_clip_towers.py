@@ -1,0 +1,138 @@
+"""The native open_clip loader against open_clip's own code (the oracle, see openclip_oracle.py):
+each family's embeddings, temperature, bias and token ids equal open_clip's; checkpoints are found
+by directory, hub cache or model name; what is not supported is refused in one line."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from domainclip.core.errors import ConfigError
+from domainclip.towers import build_tower
+
+SENTENCES = [
+    "H&E stained section showing invasive ductal carcinoma.",
+    "Lymph node with metastatic adenocarcinoma &amp; extranodal extension (pT2 N1a).",
+    "CT, lung window: a 12 mm spiculated nodule in the right upper lobe; follow-up ≥ 3 months.",
+    "Sentinel node: isolated tumour cells, 0.2 µm… no macrometastasis!",
+    "  Whitespace\tand\nnewlines   collapse.  ",
+    " ".join(["diffuse large B-cell lymphoma with high-grade features"] * 12),  # longer than the context
+]
+FAMILIES = ["clip", "timm_hf", "coca"]
+
+
+def _pair(open_clip, directory):
+    ref = open_clip.create_model(f"local-dir:{directory}").eval()
+    tok = open_clip.get_tokenizer(f"local-dir:{directory}")
+    return ref, tok, build_tower({"name": "open_clip", "path": str(directory)}).eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_embeddings_scale_bias_and_token_ids_equal_open_clip(family, open_clip_oracle, open_clip_dirs):
+    ref, ref_tok, tower = _pair(open_clip_oracle, open_clip_dirs[family])
+    ids = ref_tok(SENTENCES)
+    mine = tower.tokenize(SENTENCES)
+    assert torch.equal(mine["input_ids"], ids)  # truncation keeps the end token, padding is open_clip's
+    assert (ids[-1] != ids[0]).any() and int(mine["attention_mask"][-1].sum()) == ids.shape[1]
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(tower.encode_image(pixels), ref.encode_image(pixels, normalize=False),
+                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(tower.encode_text(**mine), ref.encode_text(ids, normalize=False), atol=1e-4, rtol=0)
+    assert tower.log_logit_scale.item() == ref.logit_scale.item()
+    if ref.logit_bias is None:
+        assert tower.logit_bias is None
+    else:
+        assert tower.logit_bias.item() == ref.logit_bias.item() == -2.0
+    # what is compared is not degenerate: distinct images and texts embed apart
+    emb = tower.encode_image(pixels).detach()
+    assert (emb[0] - emb[1]).abs().max() > 1e-3
+
+
+def test_preprocessing_comes_from_the_checkpoint_config(open_clip_dirs):
+    tower = build_tower({"name": "open_clip", "path": str(open_clip_dirs["timm_hf"])})
+    pre = tower.preprocess
+    assert (pre.size, pre.mean, pre.std, pre.resize_mode, pre.interpolation) == (
+        32, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), "shortest", "bicubic")
+
+
+def test_a_weight_file_with_a_model_name_infers_the_architecture(open_clip_oracle, tmp_path):
+    from open_clip.model import CLIP
+
+    torch.manual_seed(3)
+    ref = CLIP(embed_dim=16, quick_gelu=True, vision_cfg={"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+               text_cfg={"context_length": 20, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}).eval()
+    torch.save(ref.state_dict(), tmp_path / "RemoteCLIP-ViT-T.pt")
+    tower = build_tower({"name": "open_clip", "path": str(tmp_path / "RemoteCLIP-ViT-T.pt"),
+                         "model": "ViT-T-16-quickgelu"}).eval()
+    assert tower.image_encoder.config.hidden_act == "quick_gelu"
+    pixels = torch.randn(2, 3, 32, 32)
+    tok = tower.tokenize(SENTENCES[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(tower.encode_image(pixels), ref.encode_image(pixels), atol=1e-4, rtol=0)
+        torch.testing.assert_close(tower.encode_text(**tok), ref.encode_text(tok["input_ids"]), atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="set tower.model"):
+        build_tower({"name": "open_clip", "path": str(tmp_path / "RemoteCLIP-ViT-T.pt")})
+
+
+def test_a_hub_cache_snapshot_loads_offline(open_clip_dirs, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    snapshot = tmp_path / "hub" / "models--lab--QuiltNet-tiny" / "snapshots" / ("a" * 40)
+    shutil.copytree(open_clip_dirs["clip"], snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cached = build_tower({"name": "open_clip", "path": "hf-hub:lab/QuiltNet-tiny"})
+    local = build_tower({"name": "open_clip", "path": str(open_clip_dirs["clip"])})
+    assert cached.weights_digest() == local.weights_digest()
+    with pytest.raises(ConfigError, match="huggingface-cli download lab/absent"):
+        build_tower({"name": "open_clip", "path": "lab/absent"})
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"vision_cfg": {"layers": [1, 1, 1, 1], "width": 64}}, "ModifiedResNet"),
+    ({"vision_cfg": {"ls_init_value": 1e-5}}, "vision_cfg.ls_init_value"),
+    ({"text_cfg": {"pool_type": "first"}}, "text_cfg.pool_type"),
+    ({"vision_cfg": {"timm_model_name": "convnext_tiny", "timm_pool": "avg"}}, "timm_pool='avg'"),
+])
+def test_an_unknown_architecture_is_refused_with_the_supported_list(change, named, open_clip_dirs, tmp_path):
+    directory = tmp_path / "ckpt"
+    shutil.copytree(open_clip_dirs["clip"], directory)
+    config = json.loads((directory / "open_clip_config.json").read_text())
+    for side, values in change.items():
+        config["model_cfg"][side].update(values)
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as err:
+        build_tower({"name": "open_clip", "path": str(directory)})
+    message = str(err.value)
+    assert named in message and "timm ViT + Hugging Face text" in message and "CoCa" in message and "\n" not in message
+
+
+def test_pickled_code_in_a_checkpoint_never_runs(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "victim"),))
+
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"visual.proj": Payload()}, tmp_path / "ckpt" / "open_clip_pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"weights_only=True"):
+        build_tower({"name": "open_clip", "path": str(tmp_path / "ckpt"), "model": "ViT-B-32"})
+    assert (tmp_path / "victim").is_dir()
+
+
+def test_the_bert_config_is_inferred_when_the_hub_config_is_not_cached(open_clip_oracle, open_clip_dirs, tmp_path):
+    directory = tmp_path / "biomedclip"
+    shutil.copytree(open_clip_dirs["timm_hf"], directory)
+    config = json.loads((directory / "open_clip_config.json").read_text())
+    config["model_cfg"]["text_cfg"]["hf_model_name"] = "microsoft/not-in-this-cache"
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+    inferred = build_tower({"name": "open_clip", "path": str(directory)}).eval()
+    cached = build_tower({"name": "open_clip", "path": str(open_clip_dirs["timm_hf"])}).eval()
+    assert inferred.text_encoder.config.num_attention_heads == cached.text_encoder.config.num_attention_heads == 2
+    tok = cached.tokenize(SENTENCES)
+    with torch.no_grad():
+        torch.testing.assert_close(inferred.encode_text(**tok), cached.encode_text(**tok), atol=1e-6, rtol=0)
