@@ -136,3 +136,49 @@ def test_the_bert_config_is_inferred_when_the_hub_config_is_not_cached(open_clip
     tok = cached.tokenize(SENTENCES)
     with torch.no_grad():
         torch.testing.assert_close(inferred.encode_text(**tok), cached.encode_text(**tok), atol=1e-6, rtol=0)
+
+
+def _unwrapped(name: str) -> str:
+    return name.replace("base_layer.", "")
+
+
+def test_lora_on_qkv_and_out_of_a_converted_tower_runs_end_to_end(make_cfg, open_clip_dirs):
+    """The main job with ``tower=open_clip``: LoRA on q, k, v and out of both sides trains only
+    the adapters and heads, the validation loss falls, and the bundle's adapter loads through
+    ``load_bundle`` and through ``PeftModel.from_pretrained`` on the converted base model."""
+    import csv
+
+    from peft import PeftModel
+
+    import domainclip
+    from domainclip.pipeline.run import run
+
+    directory = open_clip_dirs["clip"]
+    result = run(make_cfg("recipe=pathology", "tower=open_clip", f"tower.path={directory}", "method=lora",
+                          "method.sides=[image,text]", "trainer.max_epochs=3", "trainer.enable_progress_bar=false"))
+    rows = list(csv.DictReader((result.run_dir / "logs" / "version_0" / "metrics.csv").open()))
+    val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
+    assert len(val) == 3 and val[-1] < val[0]
+
+    predictor = domainclip.load_bundle(result.bundle_dir)
+    adapted = dict(predictor.model.tower.named_parameters())
+    base = build_tower({"name": "open_clip", "path": str(directory)})
+    lora = [n for n in adapted if "lora_" in n]
+    assert {n.split(".")[-3] for n in lora} == {"lora_A", "lora_B"}  # ...q_proj.lora_A.default.weight
+    assert {n.split(".")[-4] for n in lora} == {"q_proj", "k_proj", "v_proj", "out_proj"}
+    assert {n.split(".")[1] for n in lora} == {"vision_model", "text_model"}
+    assert any(adapted[n].abs().max() > 0 for n in lora if "lora_B" in n)  # trained away from peft's zero init
+    heads = ("model.visual_projection.", "model.text_projection.", "log_logit_scale", "logit_bias")
+    for name, value in base.named_parameters():
+        if not name.startswith(heads):
+            key = next(k for k in adapted if _unwrapped(k) == name)
+            assert torch.equal(adapted[key], value), name  # the base weights are untouched
+
+    peft_base, _ = base.lora_scope(["image", "text"])
+    PeftModel.from_pretrained(peft_base, result.bundle_dir)
+    base.eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    tok = base.tokenize(["a tumour tile.", "normal tissue."])
+    with torch.no_grad():
+        torch.testing.assert_close(base.image_features(pixels), predictor.model.tower.image_features(pixels))
+        torch.testing.assert_close(base.text_features(**tok), predictor.model.tower.text_features(**tok))
