@@ -182,3 +182,30 @@ def test_lora_on_qkv_and_out_of_a_converted_tower_runs_end_to_end(make_cfg, open
     with torch.no_grad():
         torch.testing.assert_close(base.image_features(pixels), predictor.model.tower.image_features(pixels))
         torch.testing.assert_close(base.text_features(**tok), predictor.model.tower.text_features(**tok))
+
+
+@pytest.mark.parametrize("mode", ["shortest", "longest"])
+def test_resize_modes_match_open_clips_pil_pipeline(mode):
+    """open_clip resizes PIL images with bicubic interpolation, then centre-crops (``shortest``) or
+    pads (``longest``) to a square; the tensor pipeline gives the same pixels (to PIL's rounding)."""
+    import numpy as np
+    from PIL import Image
+
+    from domainclip.transforms.pipeline import Preprocess, to_tensor
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((48, 80, 3)) * 255).astype(np.uint8)
+    pre = Preprocess(size=32, mean=(0.0,), std=(1.0,), resize_mode=mode, interpolation="bicubic")
+    got = to_tensor(image.transpose(2, 0, 1).astype(np.float32) / 255, pre).numpy()
+    h, w = (32, 53) if mode == "shortest" else (19, 32)  # torchvision's int(size * ratio)
+    resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC)).astype(np.float32) / 255
+    expected = np.zeros((32, 32, 3), np.float32)
+    if mode == "shortest":
+        left = int(round((w - 32) / 2.0))
+        expected[:] = resized[:, left:left + 32]
+    else:
+        top = int(round((32 - h) / 2.0))
+        expected[top:top + h] = resized
+        assert got[:, :top].max() == 0 and got[:, top + h:].max() == 0  # zero padding, as open_clip fills
+    diff = np.abs(got.transpose(1, 2, 0) - expected)
+    assert diff.mean() < 0.003 and diff.max() < 0.03

@@ -158,3 +158,11 @@ def test_interrupted_build_resumes_without_duplicates(tmp_path):
     assert set(stored.values()) == {1}
     assert len(stored) == sum(v["count"] for v in manifest["splits"].values())
     load_manifest(tmp_path)  # checksums of old and new shards verify
+
+
+def test_a_non_default_resize_changes_the_transform_digest_and_the_default_does_not():
+    from domainclip.shards.manifest import transform_digest
+
+    args = ("png", {}, {}, 224, "float16")
+    assert transform_digest(*args) == transform_digest(*args, "squash/bilinear")  # earlier shard sets still match
+    assert transform_digest(*args, "shortest/bicubic") != transform_digest(*args)

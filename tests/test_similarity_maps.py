@@ -144,3 +144,27 @@ def test_pointing_tolerance_counts_a_peak_near_the_mask():
     assert pointing_hits(maps, mask).tolist() == [False]
     assert pointing_hits(maps, mask, tolerance=9).tolist() == [False]
     assert pointing_hits(maps, mask, tolerance=10).tolist() == [True]
+
+
+@pytest.mark.parametrize("family", ["clip", "timm_hf", "coca"])
+def test_open_clip_families_give_maps(family, open_clip_dirs):
+    model = build({"name": "open_clip", "path": str(open_clip_dirs[family])}, {"name": "zero_shot"})
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        maps = model.similarity_maps(pixels)
+    assert maps.shape == (2, 4, 32, 32) and torch.isfinite(maps).all() and torch.equal(maps, model.similarity_maps(pixels))
+    assert not torch.allclose(maps[0], maps[1]) and maps[0, 0].std() > 0
+
+
+def test_coca_patch_embeddings_are_open_clips_pooler_on_each_patch(open_clip_oracle, open_clip_dirs):
+    """The oracle is open_clip's own AttentionalPooler and ln_post: with one token to attend to,
+    the contrastive query's output is that token's value path."""
+    ref = open_clip_oracle.create_model(f"local-dir:{open_clip_dirs['coca']}").eval()
+    model = build({"name": "open_clip", "path": str(open_clip_dirs["coca"])}, {"name": "zero_shot"})
+    pixels = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        tokens = model.tower.image_encoder(pixel_values=pixels).last_hidden_state
+        expected = torch.stack([ref.visual.ln_post(ref.visual.attn_pool(tokens[:, i : i + 1]))[:, 0]
+                                for i in range(1, tokens.shape[1])], dim=1)
+        got = model.tower.dense_features(pixels)
+    torch.testing.assert_close(got.reshape(1, 16, -1), expected, atol=1e-5, rtol=1e-5)

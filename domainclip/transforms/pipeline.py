@@ -110,9 +110,10 @@ def resize(arr01: np.ndarray, size: int, mode: str = "squash", interpolation: st
         target = (size, int(size * w / h)) if h == side else (int(size * h / w), size)
     if x.shape[-2:] != target:
         shrinks = min(x.shape[-2:]) > min(target)
-        x = F.interpolate(x, size=target, mode=interpolation, antialias=shrinks, align_corners=False)
-        if interpolation == "bicubic":
-            x = x.clamp_(0.0, 1.0)
+        if interpolation == "bicubic":  # the antialiased kernel is PIL's, which open_clip resizes with
+            x = F.interpolate(x, size=target, mode="bicubic", antialias=True, align_corners=False).clamp_(0.0, 1.0)
+        else:
+            x = F.interpolate(x, size=target, mode="bilinear", antialias=shrinks, align_corners=False)
     return centre_square(x, size)
 
 
