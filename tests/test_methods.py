@@ -34,6 +34,9 @@ CASES = [
     ("clip", "lora", {"sides": ["image", "text"]}), ("clip", "coop", {"class_specific": True}), ("clip", "cocoop", {}),
     ("clip", "vpt", {"train_heads": True}), ("clip", "full", {"lr": 1e-3}), ("clip", "linear_probe", {}),
     ("siglip", "lora", {"sides": ["text"], "train_heads": True}), ("siglip", "vpt", {}), ("siglip", "full", {"lr": 1e-3}),
+    ("clip", "zero_shot", {}), ("clip", "wise_ft", {"inner": "lora", "inner_options": {"sides": ["text"]}}),
+    ("siglip", "zero_shot", {}), ("siglip", "linear_probe", {}), ("siglip", "coop", {"lr": 2e-3}),
+    ("siglip", "cocoop", {"lr": 2e-3}), ("siglip", "wise_ft", {"inner": "lora", "inner_options": {"sides": ["text"]}}),
 ]
 
 
