@@ -35,3 +35,5 @@ def test_installed_wheel_finds_configs_and_cards(tmp_path):
     conf, cards, card = out.stdout.split()
     assert conf.startswith(str(target)) and cards.startswith(str(target)) and card == "demo_satellite"
     assert re.search(r"demo_pathology\.yaml", " ".join(os.listdir(cards)))
+    vocab = target / "domainclip" / "towers" / "openclip" / "bpe_simple_vocab_16e6.txt.gz"
+    assert vocab.is_file() and vocab.stat().st_size > 1_000_000  # the CLIP BPE vocabulary ships with the wheel
