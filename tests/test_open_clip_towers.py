@@ -142,10 +142,12 @@ def _unwrapped(name: str) -> str:
     return name.replace("base_layer.", "")
 
 
-def test_lora_on_qkv_and_out_of_a_converted_tower_runs_end_to_end(make_cfg, open_clip_dirs):
+def test_lora_on_qkv_and_out_of_a_converted_tower_runs_end_to_end(make_cfg, open_clip_oracle, open_clip_dirs):
     """The main job with ``tower=open_clip``: LoRA on q, k, v and out of both sides trains only
     the adapters and heads, the validation loss falls, and the bundle's adapter loads through
-    ``load_bundle`` and through ``PeftModel.from_pretrained`` on the converted base model."""
+    ``load_bundle`` and through ``PeftModel.from_pretrained`` on the converted base model; the
+    merged export is an open_clip checkpoint that open_clip itself loads, and the ONNX image side
+    matches."""
     import csv
 
     from peft import PeftModel
@@ -155,7 +157,8 @@ def test_lora_on_qkv_and_out_of_a_converted_tower_runs_end_to_end(make_cfg, open
 
     directory = open_clip_dirs["clip"]
     result = run(make_cfg("recipe=pathology", "tower=open_clip", f"tower.path={directory}", "method=lora",
-                          "method.sides=[image,text]", "trainer.max_epochs=3", "trainer.enable_progress_bar=false"))
+                          "method.sides=[image,text]", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+                          "export.merge=true", "export.onnx=true"))
     rows = list(csv.DictReader((result.run_dir / "logs" / "version_0" / "metrics.csv").open()))
     val = [float(r["val/loss"]) for r in rows if r.get("val/loss")]
     assert len(val) == 3 and val[-1] < val[0]
@@ -182,6 +185,20 @@ def test_lora_on_qkv_and_out_of_a_converted_tower_runs_end_to_end(make_cfg, open
     with torch.no_grad():
         torch.testing.assert_close(base.image_features(pixels), predictor.model.tower.image_features(pixels))
         torch.testing.assert_close(base.text_features(**tok), predictor.model.tower.text_features(**tok))
+
+    merged = open_clip_oracle.create_model(f"local-dir:{result.bundle_dir / 'merged'}").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged.encode_image(pixels), predictor.model.tower.encode_image(pixels),
+                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(merged.encode_text(tok["input_ids"]), predictor.model.tower.encode_text(**tok),
+                                   atol=1e-4, rtol=0)
+    assert merged.logit_scale.item() == pytest.approx(predictor.model.tower.log_logit_scale.item(), abs=1e-6)
+
+    import numpy as np
+    import onnxruntime as ort
+
+    onnx = ort.InferenceSession(str(result.bundle_dir / "image_encoder.onnx")).run(None, {"pixels": pixels.numpy()})[0]
+    np.testing.assert_allclose(onnx, predictor.embed_images(pixels).numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["shortest", "longest"])

@@ -145,6 +145,20 @@ class Tower(nn.Module):
             if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
                 module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
+    def save_merged(self, merged: nn.Module, target: Path, sides: list[str]) -> None:
+        """Save ``merged`` (the ``lora_scope`` module with LoRA folded into its weights) where a user
+        loads it without domainclip: transformers' ``save_pretrained``, with the trained
+        temperature and, when the text side changed, the tokenizer."""
+        if not hasattr(merged, "save_pretrained"):
+            raise ConfigError("export.merge=true needs the LoRA'd side(s) to form one transformers model; "
+                              "with a two-tower model use method.sides=[text]")
+        if hasattr(merged, "logit_scale"):
+            with torch.no_grad():
+                merged.logit_scale.copy_(self.log_logit_scale.detach())
+        merged.save_pretrained(target, safe_serialization=True)
+        if "text" in sides:
+            self.tokenizer.save_pretrained(target)
+
     source_keys: tuple[str, ...] = ("path",)  # config keys (dotted) that locate base weights
 
     @classmethod

@@ -158,3 +158,23 @@ def infer_clip_config(state: dict[str, torch.Tensor], model: str) -> dict:
             "heads": text_width // 64, "layers": text_layers}
     return {"embed_dim": state["visual.proj"].shape[1], "quick_gelu": model.endswith("-quickgelu"),
             "vision_cfg": vision, "text_cfg": text}
+
+
+def denormalise_keys(state: dict[str, torch.Tensor], flat_text: bool) -> dict[str, torch.Tensor]:
+    """``normalise_keys`` undone: the text tower back at the top level for open_clip's ``CLIP``."""
+    if not flat_text:
+        return dict(state)
+    return {(k[len("text."):] if k.startswith("text.") and k[len("text."):].startswith(FLAT_TEXT_KEYS) else k): v
+            for k, v in state.items()}
+
+
+def write_checkpoint(directory: Path, model_cfg: dict, preprocess_cfg: dict, state: dict[str, torch.Tensor]) -> list[Path]:
+    """Save in open_clip's format: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / CONFIG_FILE
+    config.write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2))
+    weights = directory / WEIGHT_NAMES[0]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    return [config, weights]

@@ -11,13 +11,12 @@ from torch import nn
 
 from domainclip.towers.openclip.blocks import (
     Part,
+    WeightMap,
     activation,
     count_blocks,
     linear_from,
-    load_exactly,
     refuse,
     resblocks_to_clip,
-    take,
 )
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ BERT_LORA = ["attention.self.query", "attention.self.key", "attention.self.value
 
 def build_text(cfg: dict, state: dict[str, torch.Tensor], quick_gelu: bool, hf_config=None) -> Part:
     """The text side of a checkpoint, by family (refused with the supported list otherwise)."""
-    src = take(state, "text.")
+    src = WeightMap(state, "text.")
     if cfg.get("hf_model_name"):
         return hf_text(cfg, src, hf_config)
     for key, default in TEXT_DEFAULTS.items():
@@ -45,15 +44,15 @@ def build_text(cfg: dict, state: dict[str, torch.Tensor], quick_gelu: bool, hf_c
     return clip_text(cfg, src, quick_gelu)
 
 
-def clip_text(cfg: dict, src: dict[str, torch.Tensor], quick_gelu: bool) -> Part:
+def clip_text(cfg: dict, src: WeightMap, quick_gelu: bool) -> Part:
     """open_clip ``TextTransformer`` -> ``CLIPTextModel`` (causal; pooled at the end-of-text
     token). With ``embed_cls`` (CoCa), the class embedding becomes one extra vocabulary row that
     the tower appends after the tokens, and the pooled output is that last position."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokens = src["token_embedding.weight"]
-    cls = src.get("cls_emb")
-    width, layers = tokens.shape[1], count_blocks(src, "transformer.resblocks.")
+    cls = src["cls_emb"] if "cls_emb" in src else None
+    width, layers = tokens.shape[1], count_blocks(src.keys(), "transformer.resblocks.")
     pool = cfg.get("pool_type", "argmax")
     eos = 2 if pool == "argmax" else int(cfg.get("eos_id", 2))  # transformers pools by argmax when eos id is 2
     if pool == "eos" and eos == 2:
@@ -64,21 +63,29 @@ def clip_text(cfg: dict, src: dict[str, torch.Tensor], quick_gelu: bool) -> Part
                             max_position_embeddings=src["positional_embedding"].shape[0],
                             hidden_act=activation(quick_gelu), layer_norm_eps=1e-5, eos_token_id=eos)
     net = CLIPTextModel(config)
-    embedding = tokens if cls is None else torch.cat([tokens, cls[None]], 0)
-    mapped = {"embeddings.token_embedding.weight": embedding,
-              "embeddings.position_embedding.weight": src["positional_embedding"],
-              "final_layer_norm.weight": src["ln_final.weight"], "final_layer_norm.bias": src["ln_final.bias"],
-              **resblocks_to_clip(src, layers)}
-    load_exactly(net, mapped, "text transformer")
-    proj = src["text_projection.weight"].T if "text_projection.weight" in src else src["text_projection"]
-    head = linear_from(proj, src.get("text_projection.bias"))
+    name = "embeddings.token_embedding.weight"
+    if cls is None:
+        src.copy(name, "token_embedding.weight")
+    else:  # the class embedding as one more vocabulary row (written back to cls_emb)
+        src.fixed(name, torch.cat([tokens, cls[None]], 0))
+        src.origins[name] = ("text.token_embedding.weight", ("last_row", "text.cls_emb"))
+    src.copy("embeddings.position_embedding.weight", "positional_embedding")
+    src.pair("final_layer_norm", "ln_final")
+    resblocks_to_clip(src, layers)
+    origins = src.load(net, "text transformer", "net.")
+    if "text_projection.weight" in src:
+        head, head_origins = linear_from(src, "text_projection.weight", "text_projection.bias", transposed=False,
+                                         under="head.")
+    else:
+        head, head_origins = linear_from(src, "text_projection", under="head.")
     targets = ["q_proj", "k_proj", "v_proj", "out_proj"]
     if cls is None:
-        return Part("clip", net, head, targets)
-    return Part("coca", net, head, targets, options={"cls_id": tokens.shape[0], "pad_id": int(cfg.get("pad_id", 0))})
+        return Part("clip", net, head, targets, {**origins, **head_origins})
+    return Part("coca", net, head, targets, {**origins, **head_origins},
+                options={"cls_id": tokens.shape[0], "pad_id": int(cfg.get("pad_id", 0))})
 
 
-def hf_text(cfg: dict, src: dict[str, torch.Tensor], hf_config=None) -> Part:
+def hf_text(cfg: dict, src: WeightMap, hf_config=None) -> Part:
     """open_clip's ``HFTextEncoder``: a transformers text model, pooled (mean, CLS, or the model's
     pooler) over non-padding tokens, then ``proj`` (linear or MLP)."""
     from transformers import AutoModel
@@ -86,26 +93,30 @@ def hf_text(cfg: dict, src: dict[str, torch.Tensor], hf_config=None) -> Part:
     pooler = cfg.get("hf_pooler_type", "mean_pooler")
     if pooler not in POOLERS:
         raise refuse(f"text_cfg.hf_pooler_type={pooler!r} (one of {list(POOLERS)} is)")
-    body = {k: v for k, v in take(src, "transformer.").items() if not k.endswith("position_ids")}
-    config = hf_config or infer_bert_config(body, cfg["hf_model_name"])
     with_pooler = pooler == "cls_pooler"
+    body = WeightMap(src.state, src.prefix + "transformer.")
+    for key in body.keys():
+        if not key.endswith("position_ids") and (with_pooler or not key.startswith("pooler.")):
+            body.copy(key, key)
+    config = hf_config or infer_bert_config(body.tensors, cfg["hf_model_name"])
     net = AutoModel.from_config(config, add_pooling_layer=with_pooler)
-    if not with_pooler:
-        body = {k: v for k, v in body.items() if not k.startswith("pooler.")}
-    load_exactly(net, body, f"text model {cfg['hf_model_name']!r}")
-    return Part("hf", net, hf_projection(src, cfg.get("hf_proj_type", "mlp")), hf_lora_targets(net),
+    origins = body.load(net, f"text model {cfg['hf_model_name']!r}", "net.")
+    head, head_origins = hf_projection(src, cfg.get("hf_proj_type", "mlp"))
+    return Part("hf", net, head, hf_lora_targets(net), {**origins, **head_origins},
                 options={"pooler": pooler, "pad_id": int(config.pad_token_id or 0)})
 
 
-def hf_projection(src: dict[str, torch.Tensor], kind: str) -> nn.Module:
+def hf_projection(src: WeightMap, kind: str) -> tuple[nn.Module, dict]:
     """open_clip's projection after a Hugging Face text model: linear, MLP (no biases) or none."""
     if kind == "linear":
-        return linear_from(src["proj.weight"].T)
+        return linear_from(src, "proj.weight", transposed=False, under="head.")
     if kind == "mlp":
-        return nn.Sequential(linear_from(src["proj.0.weight"].T), nn.GELU(), linear_from(src["proj.2.weight"].T))
+        fc1, o1 = linear_from(src, "proj.0.weight", transposed=False, under="head.0.")
+        fc2, o2 = linear_from(src, "proj.2.weight", transposed=False, under="head.2.")
+        return nn.Sequential(fc1, nn.GELU(), fc2), {**o1, **o2}
     if "proj.weight" in src or "proj.0.weight" in src:
         raise refuse(f"text_cfg.hf_proj_type={kind!r}")
-    return nn.Identity()
+    return nn.Identity(), {}
 
 
 def hf_lora_targets(net: nn.Module) -> list[str]:
@@ -126,7 +137,7 @@ def infer_bert_config(body: dict[str, torch.Tensor], name: str):
                      f"(download its config once: huggingface-cli download {name} config.json)")
     vocab, width = body["embeddings.word_embeddings.weight"].shape
     log.info("text model %s: config not cached; inferred a BERT config from the weights", name)
-    return BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=count_blocks(body, "encoder.layer."),
+    return BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=count_blocks(list(body), "encoder.layer."),
                       num_attention_heads=max(width // 64, 1),
                       intermediate_size=body["encoder.layer.0.intermediate.dense.weight"].shape[0],
                       max_position_embeddings=body["embeddings.position_embeddings.weight"].shape[0],

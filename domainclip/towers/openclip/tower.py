@@ -11,7 +11,16 @@ from torch import nn
 
 from domainclip.towers.base import TOWERS, Tower, files_digest
 from domainclip.towers.hf_clip import OPENAI_MEAN, OPENAI_STD, patch_grid, value_path
-from domainclip.towers.openclip.checkpoint import read_checkpoint, resolve_source, weight_files
+from domainclip.towers.openclip.blocks import write_back
+from domainclip.towers.openclip.checkpoint import (
+    denormalise_keys,
+    normalise_keys,
+    read_checkpoint,
+    read_weights,
+    resolve_source,
+    weight_files,
+    write_checkpoint,
+)
 from domainclip.towers.openclip.text import build_text, coca_pooled, hf_pooled
 from domainclip.towers.openclip.tokenizer import build_tokenizer
 from domainclip.towers.openclip.vision import build_vision
@@ -69,6 +78,9 @@ class OpenClipTower(Tower):
         if "logit_bias" in state:
             self.logit_bias = nn.Parameter(state["logit_bias"].detach().reshape(()).clone())
         self.source, self.weight_file = str(path), ckpt.weights[0]
+        self.configs = {"model_cfg": cfg, "preprocess_cfg": ckpt.preprocess_cfg}
+        self.origins = {f"{side}.{k}": v for side, origins in (("vision", vision.origins), ("text", text.origins))
+                        for k, v in origins.items()}
         self.families = {"image": vision.family, "text": text.family}
         self.text_options = text.options
         self.model = OpenClipModel(vision, text)
@@ -143,6 +155,31 @@ class OpenClipTower(Tower):
         if self.logit_bias is not None:
             heads["logit_bias"] = self.logit_bias
         return heads
+
+    def save_merged(self, merged: nn.Module, target: Path, sides: list[str]) -> list[Path]:
+        """The merged model (LoRA folded in) as an open_clip checkpoint: the base checkpoint with
+        every converted tensor written back in open_clip's layout (q, k, v fused again), so that
+        open_clip or ``tower=open_clip`` loads it."""
+        raw = read_weights(self.weight_file)
+        state = normalise_keys(raw)
+        converted = {}
+        for name, tensor in merged.state_dict().items():
+            side, _, rest = name.partition(".")
+            prefix = {"vision_model": "vision.net.", "visual_projection": "vision.head.", "visual_pool": "vision.pool.",
+                      "text_model": "text.net.", "text_projection": "text.head."}.get(side)
+            if prefix:
+                converted[prefix + rest] = tensor
+        converted["logit_scale"] = self.log_logit_scale.detach().reshape(state["logit_scale"].shape)
+        origins = {**self.origins, "logit_scale": ("logit_scale", "same")}
+        if self.logit_bias is not None:
+            converted["logit_bias"] = self.logit_bias.detach().reshape(state["logit_bias"].shape)
+            origins["logit_bias"] = ("logit_bias", "same")
+        write_back(state, origins, converted)
+        files = write_checkpoint(Path(target), self.configs["model_cfg"], self.configs["preprocess_cfg"],
+                                 denormalise_keys(state, "positional_embedding" in raw))
+        if "text" in sides and hasattr(self.tokenizer.tokenizer, "save_pretrained") and self.families["text"] == "hf":
+            self.tokenizer.tokenizer.save_pretrained(target)
+        return files
 
     @classmethod
     def source_files(cls, cfg: dict) -> list[Path]:

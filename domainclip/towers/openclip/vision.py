@@ -9,14 +9,12 @@ from torch import nn
 
 from domainclip.towers.openclip.blocks import (
     Part,
+    WeightMap,
     activation,
     count_blocks,
     linear_from,
-    load_exactly,
     refuse,
     resblocks_to_clip,
-    split_in_proj,
-    take,
 )
 
 # vision_cfg options whose non-default values change the forward pass in ways not converted
@@ -31,7 +29,7 @@ VIT_LORA = ["attention.q_proj", "attention.k_proj", "attention.v_proj", "attenti
 def build_vision(cfg: dict, state: dict[str, torch.Tensor], embed_dim: int, quick_gelu: bool) -> Part:
     """The image side of a checkpoint, by family (refused with the supported list otherwise)."""
     if cfg.get("timm_model_name"):
-        return timm_vit(cfg, take(state, "visual."))
+        return timm_vit(cfg, WeightMap(state, "visual.trunk."), WeightMap(state, "visual."))
     if isinstance(cfg.get("layers"), (list, tuple)):
         raise refuse("a ModifiedResNet image tower (RN50-style)")
     for key, default in VIT_DEFAULTS.items():
@@ -42,17 +40,16 @@ def build_vision(cfg: dict, state: dict[str, torch.Tensor], embed_dim: int, quic
     attentional = cfg.get("attentional_pool", False)
     if attentional not in (False, True):
         raise refuse(f"vision_cfg.attentional_pool={attentional!r}")
-    part = clip_vit(cfg, take(state, "visual."), quick_gelu, coca=bool(attentional))
-    return part
+    return clip_vit(cfg, WeightMap(state, "visual."), quick_gelu, coca=bool(attentional))
 
 
-def clip_vit(cfg: dict, src: dict[str, torch.Tensor], quick_gelu: bool, coca: bool = False) -> Part:
+def clip_vit(cfg: dict, src: WeightMap, quick_gelu: bool, coca: bool = False) -> Part:
     """open_clip ``VisionTransformer`` -> ``CLIPVisionModel``; ``ln_post`` and ``proj`` become the
     post layer norm and the projection (CoCa: the attentional pooler, its ``ln_post``, ``proj``)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     width, patch = src["conv1.weight"].shape[0], src["conv1.weight"].shape[-1]
-    layers = count_blocks(src, "transformer.resblocks.")
+    layers = count_blocks(src.keys(), "transformer.resblocks.")
     grid = round((src["positional_embedding"].shape[0] - 1) ** 0.5)
     config = CLIPVisionConfig(hidden_size=width, num_hidden_layers=layers,
                               num_attention_heads=width // int(cfg.get("head_width", 64)),
@@ -60,19 +57,21 @@ def clip_vit(cfg: dict, src: dict[str, torch.Tensor], quick_gelu: bool, coca: bo
                               image_size=grid * patch, patch_size=patch, hidden_act=activation(quick_gelu),
                               layer_norm_eps=1e-5)
     net = CLIPVisionModel(config)
-    mapped = {"embeddings.patch_embedding.weight": src["conv1.weight"],
-              "embeddings.class_embedding": src["class_embedding"],
-              "embeddings.position_embedding.weight": src["positional_embedding"],
-              **resblocks_to_clip(src, layers)}
-    for a, b in (("ln_pre", "pre_layrnorm"),) + ((("ln_post", "post_layernorm"),) if not coca else ()):
-        mapped[f"{b}.weight"], mapped[f"{b}.bias"] = src[f"{a}.weight"], src[f"{a}.bias"]
+    src.copy("embeddings.patch_embedding.weight", "conv1.weight")
+    src.copy("embeddings.class_embedding", "class_embedding")
+    src.copy("embeddings.position_embedding.weight", "positional_embedding")
+    resblocks_to_clip(src, layers)
+    src.pair("pre_layrnorm", "ln_pre")
     if coca:  # CoCa's ln_post follows the pooler (output width); the CLS post norm is unused
-        mapped["post_layernorm.weight"], mapped["post_layernorm.bias"] = torch.ones(width), torch.zeros(width)
-    load_exactly(net, mapped, "image transformer")
-    head = linear_from(src["proj"])
+        src.fixed("post_layernorm.weight", torch.ones(width)), src.fixed("post_layernorm.bias", torch.zeros(width))
+    else:
+        src.pair("post_layernorm", "ln_post")
+    origins = src.load(net, "image transformer", "net.")
+    head, head_origins = linear_from(src, "proj", under="head.")
     if not coca:
-        return Part("clip", net, head, list(CLIP_LORA))
-    return Part("coca", net, head, list(CLIP_LORA), pool=contrastive_pool(src, int(cfg.get("attn_pooler_heads", 8))))
+        return Part("clip", net, head, list(CLIP_LORA), {**origins, **head_origins})
+    pool, pool_origins = contrastive_pool(src, int(cfg.get("attn_pooler_heads", 8)))
+    return Part("coca", net, head, list(CLIP_LORA), {**origins, **head_origins, **pool_origins}, pool=pool)
 
 
 class ContrastivePool(nn.Module):
@@ -100,18 +99,19 @@ class ContrastivePool(nn.Module):
         return self.ln_post(attn.out_proj(value))
 
 
-def contrastive_pool(src: dict[str, torch.Tensor], heads: int) -> ContrastivePool:
+def contrastive_pool(src: WeightMap, heads: int) -> tuple[ContrastivePool, dict]:
     """CoCa's ``attn_pool`` weights in a ``ContrastivePool`` (first query only)."""
-    query = src["attn_pool.query"]
-    pool = ContrastivePool(query.shape[1], src["attn_pool.ln_k.weight"].shape[0], heads)
-    mapped = {f"attn.{k}": v for k, v in take(src, "attn_pool.attn.").items()}
-    mapped.update({"query": query[:1], **{f"ln_{n}.{p}": src[f"attn_pool.ln_{n}.{p}"] for n in "qk" for p in ("weight", "bias")},
-                   "ln_post.weight": src["ln_post.weight"], "ln_post.bias": src["ln_post.bias"]})
-    load_exactly(pool, mapped, "CoCa attentional pooler")
-    return pool
+    pool = ContrastivePool(src["attn_pool.query"].shape[1], src["attn_pool.ln_k.weight"].shape[0], heads)
+    wm = WeightMap(src.state, src.prefix)
+    for key in src.keys():
+        if key.startswith("attn_pool.attn."):
+            wm.copy(key[len("attn_pool."):], key)
+    wm.rows("query", "attn_pool.query", 0, 1)
+    wm.pair("ln_q", "attn_pool.ln_q"), wm.pair("ln_k", "attn_pool.ln_k"), wm.pair("ln_post", "ln_post")
+    return pool, wm.load(pool, "CoCa attentional pooler", "pool.")
 
 
-def timm_vit(cfg: dict, src: dict[str, torch.Tensor]) -> Part:
+def timm_vit(cfg: dict, trunk: WeightMap, visual: WeightMap) -> Part:
     """open_clip's ``TimmModel`` around a timm ViT (class token, pre-norm blocks, final norm) ->
     ``ViTModel``; its ``head.proj`` (or ``head.mlp``) is the projection."""
     from transformers import ViTConfig, ViTModel
@@ -120,32 +120,30 @@ def timm_vit(cfg: dict, src: dict[str, torch.Tensor]) -> Part:
     if pool not in ("", "token") or proj not in ("linear", "mlp"):
         raise refuse(f"timm image tower with timm_pool={pool!r}, timm_proj={proj!r} (class-token pooling with a "
                      "linear or MLP projection is)")
-    trunk = take(src, "trunk.")
-    known = ("cls_token", "pos_embed", "patch_embed.proj.", "blocks.", "norm.")
-    unknown = sorted({k for k in trunk if not k.startswith(known)})
+    keys = trunk.keys()
+    unknown = sorted({k for k in keys if not k.startswith(("cls_token", "pos_embed", "patch_embed.proj.", "blocks.", "norm."))})
     if unknown or "patch_embed.proj.weight" not in trunk:
         raise refuse(f"timm image tower {cfg['timm_model_name']!r} (weights {unknown[:3]}): a plain ViT")
     width, patch = trunk["patch_embed.proj.weight"].shape[0], trunk["patch_embed.proj.weight"].shape[-1]
-    layers = count_blocks(trunk, "blocks.")
+    layers = count_blocks(keys, "blocks.")
     grid = round((trunk["pos_embed"].shape[1] - 1) ** 0.5)
     config = ViTConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=timm_heads(cfg["timm_model_name"], width),
                        intermediate_size=trunk["blocks.0.mlp.fc1.weight"].shape[0], image_size=grid * patch,
                        patch_size=patch, qkv_bias="blocks.0.attn.qkv.bias" in trunk, layer_norm_eps=1e-6,
                        hidden_act="gelu")
     net = ViTModel(config, add_pooling_layer=False)
-    mapped = {"embeddings.cls_token": trunk["cls_token"], "embeddings.position_embeddings": trunk["pos_embed"],
-              "embeddings.patch_embeddings.projection.weight": trunk["patch_embed.proj.weight"],
-              "embeddings.patch_embeddings.projection.bias": trunk["patch_embed.proj.bias"],
-              "layernorm.weight": trunk["norm.weight"], "layernorm.bias": trunk["norm.bias"]}
+    trunk.copy("embeddings.cls_token", "cls_token"), trunk.copy("embeddings.position_embeddings", "pos_embed")
+    trunk.pair("embeddings.patch_embeddings.projection", "patch_embed.proj"), trunk.pair("layernorm", "norm")
     for i in range(layers):
         s, d = f"blocks.{i}.", f"layers.{i}."
-        mapped.update(split_in_proj(trunk[s + "attn.qkv.weight"], trunk.get(s + "attn.qkv.bias"),
-                                    ("q_proj", "k_proj", "v_proj"), d + "attention."))
+        for p in ("weight", "bias"):
+            trunk.thirds(f"{s}attn.qkv.{p}", tuple(f"{d}attention.{n}.{p}" for n in ("q_proj", "k_proj", "v_proj")))
         for a, b in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"), ("attn.proj", "attention.o_proj"),
                      ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
-            mapped[f"{d}{b}.weight"], mapped[f"{d}{b}.bias"] = trunk[f"{s}{a}.weight"], trunk[f"{s}{a}.bias"]
-    load_exactly(net, mapped, "timm ViT")
-    return Part("timm_vit", net, timm_head(src, proj), list(VIT_LORA))
+            trunk.pair(d + b, s + a)
+    origins = trunk.load(net, "timm ViT", "net.")
+    head, head_origins = timm_head(visual, proj)
+    return Part("timm_vit", net, head, list(VIT_LORA), {**origins, **head_origins})
 
 
 def timm_heads(name: str, width: int) -> int:
@@ -153,9 +151,10 @@ def timm_heads(name: str, width: int) -> int:
     return 16 if "_huge_" in name else max(width // 64, 1)
 
 
-def timm_head(src: dict[str, torch.Tensor], proj: str) -> nn.Module:
+def timm_head(visual: WeightMap, proj: str) -> tuple[nn.Module, dict]:
     """open_clip's projection after a timm trunk: ``head.proj`` (linear) or ``head.mlp`` (fc1, GELU, fc2)."""
     if proj == "linear":
-        return linear_from(src["head.proj.weight"].T, src.get("head.proj.bias"))
-    fc1, fc2 = (linear_from(src[f"head.mlp.{n}.weight"].T, src.get(f"head.mlp.{n}.bias")) for n in ("fc1", "fc2"))
-    return nn.Sequential(fc1, nn.GELU(), fc2)
+        return linear_from(visual, "head.proj.weight", "head.proj.bias", transposed=False, under="head.")
+    fc1, o1 = linear_from(visual, "head.mlp.fc1.weight", "head.mlp.fc1.bias", transposed=False, under="head.0.")
+    fc2, o2 = linear_from(visual, "head.mlp.fc2.weight", "head.mlp.fc2.bias", transposed=False, under="head.2.")
+    return nn.Sequential(fc1, nn.GELU(), fc2), {**o1, **o2}
