@@ -226,3 +226,33 @@ def test_resize_modes_match_open_clips_pil_pipeline(mode):
         assert got[:, :top].max() == 0 and got[:, top + h:].max() == 0  # zero padding, as open_clip fills
     diff = np.abs(got.transpose(1, 2, 0) - expected)
     assert diff.mean() < 0.003 and diff.max() < 0.03
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checkpointing_and_fsdp_blocks_work_as_for_hf_clip(family, open_clip_dirs):
+    """``tower.activation_checkpointing`` recomputes the converted blocks (same gradients), and
+    every converted transformer block is one FSDP wraps by default."""
+    from domainclip.training.strategies import TRANSFORMER_BLOCKS, import_classes
+
+    cfg = {"name": "open_clip", "path": str(open_clip_dirs[family])}
+    grads = []
+    for checkpointing in (False, True):
+        tower = build_tower({**cfg, "activation_checkpointing": checkpointing}).train()
+        assert tower.image_encoder.is_gradient_checkpointing == checkpointing == tower.text_encoder.is_gradient_checkpointing
+        tower.zero_grad()
+        tok = tower.tokenize(SENTENCES[:2])
+        torch.manual_seed(0)
+        tower.eval()  # no dropout, so both passes compute the same function
+        tower.image_encoder.train(), tower.text_encoder.train()
+        for m in tower.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        (tower.encode_image(torch.ones(2, 3, 32, 32)).sum() + tower.encode_text(**tok).sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4)
+    blocks = tuple(import_classes(TRANSFORMER_BLOCKS))
+    wrapped = [m for m in tower.modules() if isinstance(m, blocks)]
+    expected = tower.image_encoder.config.num_hidden_layers + tower.text_encoder.config.num_hidden_layers
+    assert len(wrapped) == expected == 4  # every block of both sides (2 + 2 in these checkpoints)
