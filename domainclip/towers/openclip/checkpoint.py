@@ -59,6 +59,8 @@ def resolve_source(path: str | None) -> Path:
     local = Path(str(path)).expanduser()
     if local.exists():
         return local
+    if not HUB_ID.match(str(path)):
+        raise ConfigError(f"tower.path={path}: no such directory or file; point it at the open_clip checkpoint directory")
     snapshot = hub_snapshot(str(path))
     if snapshot is None:
         raise ConfigError(f"tower.path={path}: no such directory or file, and not in the Hugging Face hub cache; "
