@@ -3,7 +3,10 @@
 Where the bundle's adapted model looks: for each image (a tile, chip or image file, read as the
 run read them) and each class (or each ``--texts`` sentence), a PNG with the image and its
 similarity map overlaid, ``DIR/NNNN-CLASS.png`` (NNNN: the image's position on the command line),
-and ``DIR/explain.json`` listing the inputs, their class probabilities and the files written.
+and ``DIR/explain.json`` listing the inputs, their class probabilities and the files written. A
+whole slide or scene is read as the run read it (its tiles or chips, tissue or valid-pixel filter):
+the picture is its tiles stitched where they lie, with their maps, and the probabilities are
+pooled to the file as ``predict`` pools them.
 """
 from __future__ import annotations
 
@@ -26,10 +29,14 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
     pre = predictor.preprocess
     entries = []
     for i, image in enumerate(images):
-        pixels = predictor._pixels([image])
-        maps = predictor.explain(pixels, texts=texts)[0]
-        probs = predictor.predict(pixels)[0]
-        shown = display_image(pixels[0], pre.mean, pre.std)
+        if predictor.cells(image) is not None:  # a whole slide or scene: its tiles' maps, stitched
+            found = predictor.explain_file(image, texts=texts)
+            shown, maps, probs = found["image"], found["maps"], found["probabilities"]
+            extra = {"tiles": len(found["cells"])}
+        else:
+            pixels = predictor._pixels([image])
+            maps, probs = predictor.explain(pixels, texts=texts)[0], predictor.predict(pixels)[0]
+            shown, extra = display_image(pixels[0], pre.mean, pre.std), {}
         files = []
         for k, name in enumerate(names):
             path = out / f"{i:04d}-{slug(name)}.png"
@@ -37,7 +44,7 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
             save_overlay(path, shown, maps[k], title)
             files.append(path.name)
         entries.append({"input": str(image), "probabilities": dict(zip(predictor.classes, map(float, probs))),
-                        "maps": dict(zip(names, files))})
+                        "maps": dict(zip(names, files)), **extra})
     summary = {"bundle": str(bundle), "maps_of": "texts" if texts else "classes", "images": entries}
     (out / "explain.json").write_text(json.dumps(summary, indent=2))
     return summary

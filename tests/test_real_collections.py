@@ -157,3 +157,33 @@ def test_a_real_raster_is_chipped_and_runs_to_a_bundle(raster_run):
 
 def test_predict_on_a_scene_path_equals_the_runs_scene_level_aggregation(raster_run):
     assert_predict_pools_like_the_run(raster_run)
+
+
+@pytest.mark.parametrize("collection", ["slide_run", "raster_run"])
+def test_explain_on_a_slide_or_scene_stitches_the_runs_tiles(collection, request, tmp_path):
+    """A whole slide (or scene) is explained through the run's reading path: its maps are the maps
+    of the tiles the run read, placed where they lie, and its probabilities are ``predict``'s."""
+    from domainclip.explain import main
+
+    parts, _, _, bundle = request.getfixturevalue(collection)
+    predictor = domainclip.load_bundle(bundle)
+    path = parts.data.splits["test"][0].path
+    found = predictor.explain_file(path, cell_px=16)
+    cells = found["cells"]
+    tiles = [r for r in parts.data.splits["test"] if r.path == path]
+    assert len(cells) == len(tiles) > 1
+    torch.testing.assert_close(found["probabilities"], predictor.predict([path])[0], atol=1e-6, rtol=0)
+    maps = found["maps"]
+    assert maps.shape[0] == 2 and maps.shape[1:] == found["image"].shape[:2]
+    covered = ~torch.isnan(maps[0])
+    assert covered.sum() == len(cells) * 16 * 16  # tiles and chips (stride = size) do not overlap
+    first = predictor.explain(predictor._to_tensor(path, cells[0])[None])[0]  # the top-left tile on its own
+    corner = torch.nn.functional.interpolate(first[None], size=(16, 16), mode="bilinear", align_corners=False)[0]
+    row, col = [int(v) for v in torch.nonzero(covered)[0]]
+    torch.testing.assert_close(maps[:, row : row + 16, col : col + 16], corner, atol=1e-5, rtol=0)
+    with pytest.raises(domainclip.core.errors.ReadError, match="explain_file"):
+        predictor.explain([path])
+    assert main([str(bundle), str(path), "--out", str(tmp_path / "maps")]) == 0
+    entry = json.loads((tmp_path / "maps" / "explain.json").read_text())["images"][0]
+    assert entry["tiles"] == len(cells) and len(entry["maps"]) == 2
+    assert all((tmp_path / "maps" / f).is_file() for f in entry["maps"].values())

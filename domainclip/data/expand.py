@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from domainclip.cards.manifest import Record
 from domainclip.readers.raster import chip_grid
-from domainclip.readers.wsi import tile_grid
+from domainclip.readers.wsi import cached_plan, tile_grid
 
 GRID_OPTIONS = {
     "wsi": ("mpp", "tile_size", "min_tissue", "backend", "base_mpp", "max_tiles"),
@@ -43,3 +43,17 @@ def expand_records(records: list[Record], reader: str, options: dict) -> list[Re
             location = {k: v for k, v in cell.items() if k in ("x", "y", "col", "row")}
             out.append(replace(rec, extra={**rec.extra, "read_options": location, "grid": cell}))
     return out
+
+
+def cell_side(reader: str, path, options: dict) -> int:
+    """The side, in the file's full-resolution pixels, that one tile or chip covers."""
+    if reader == "wsi":
+        plan = cached_plan(str(path), options.get("backend", "tiffslide"), options.get("mpp"),
+                           int(options.get("tile_size", 224)), options.get("base_mpp"))
+        return int(round(plan.step0))
+    return int(options["chip_size"])
+
+
+def cell_origin(cell: dict) -> tuple[int, int]:
+    """(column, row) of a tile's or chip's top-left corner in full-resolution pixels."""
+    return (int(cell["x"]), int(cell["y"])) if "x" in cell else (int(cell["col"]), int(cell["row"]))

@@ -38,7 +38,7 @@ def save_overlay(path: Path, image: np.ndarray, heat: torch.Tensor, title: str) 
     plain.imshow(image)
     over.imshow(image)
     shown = over.imshow(heat, cmap="inferno", alpha=0.55)
-    peak = np.unravel_index(int(heat.argmax()), heat.shape)
+    peak = np.unravel_index(int(np.nanargmax(heat)), heat.shape)  # NaN: no tile there (whole slides)
     over.plot(peak[1], peak[0], "+", color="cyan", markersize=12, mew=2)
     fig.colorbar(shown, ax=over, fraction=0.046, pad=0.04)
     for ax in (plain, over):

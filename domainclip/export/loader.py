@@ -11,10 +11,12 @@ import torch.nn.functional as F
 
 from domainclip.core.errors import BundleError, DomainClipError, ReadError
 from domainclip.core.fileio import sha256_file
-from domainclip.data.expand import file_cells, needs_expansion
+from domainclip.data.expand import cell_origin, cell_side, file_cells, needs_expansion
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
 from domainclip.evaluation.evaluators import evaluator_of
+from domainclip.evaluation.mosaic import stitch
+from domainclip.evaluation.overlays import display_image
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
@@ -251,15 +253,39 @@ class Predictor:
         """(N, K, S, S) similarity maps at the model's input size: for each input, where each
         class (or each of ``texts``) matches, from the bundle's adapted model (see
         ``AdaptedModel.similarity_maps``). Inputs are read and preprocessed as ``predict`` reads
-        tiles, chips and arrays; whole slides and scenes are refused (pass their tiles or chips)."""
+        tiles, chips and arrays; a whole slide or scene goes to ``explain_file``, which stitches its
+        tiles' maps."""
         if not isinstance(images, torch.Tensor):
-            images = self._tiles_only(images, "similarity maps are computed", "explain")
+            images = self._tiles_only(images, "similarity maps are computed", "explain (or the file to explain_file)")
         classes = self.embed_texts(list(texts)) if texts else None
         out = []
         for start in range(0, len(images), batch_size):
             pixels = self._pixels(images[start : start + batch_size])
             out.append(self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb))
         return torch.cat(out)
+
+    @torch.inference_mode()
+    def explain_file(self, path, texts: list[str] | None = None, cell_px: int = 64, batch_size: int = 16) -> dict:
+        """Similarity maps of a whole slide or scene, read as the run read it: every tile or chip
+        that passes the run's tissue or valid-pixel filter is explained, and the tiles and their
+        maps are stitched where they lie (``cell_px`` pixels per tile). Returns ``image`` (H, W, 3)
+        in 0..1 (white where no tile lies), ``maps`` (K, H, W) (NaN there), ``probabilities`` (K,)
+        pooled as ``predict`` pools them, and ``cells`` (each tile's or chip's read options)."""
+        cells = self.cells(path)
+        if cells is None:
+            raise ReadError(path, "input", "not a slide or scene that this bundle's run cut into tiles or chips",
+                            "pass it to explain()")
+        classes = self.embed_texts(list(texts)) if texts else None
+        maps, shown, probs = [], [], []
+        for start in range(0, len(cells), batch_size):
+            pixels = torch.stack([self._to_tensor(path, c) for c in cells[start : start + batch_size]])
+            maps.append(self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb))
+            probs.append(self.probabilities(self.raw_logits(pixels)))
+            shown += [display_image(p, self.preprocess.mean, self.preprocess.std) for p in pixels]
+        side = cell_side(self.reader, path, self.reader_options)
+        image, stitched = stitch([cell_origin(c) for c in cells], side, np.stack(shown), torch.cat(maps), cell_px)
+        return {"image": image, "maps": stitched, "probabilities": pool(torch.cat(probs), *self.aggregation),
+                "cells": cells}
 
     def _tiles_only(self, images, what: str, method: str) -> list:
         """The inputs as a list; a whole slide or scene (which the run cut into tiles or chips) is
