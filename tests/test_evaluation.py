@@ -178,6 +178,30 @@ def test_multi_label_card_gets_the_clinical_report_and_a_loadable_bundle(make_cf
     assert (result.run_dir / "report" / "roc_pr.png").is_file()
     probs = domainclip.load_bundle(result.bundle_dir).predict(torch.randn(2, 3, 64, 64))
     assert probs.shape == (2, 4) and not torch.allclose(probs.sum(-1), torch.ones(2))  # independent per class
+    gallery = json.loads((result.run_dir / "metrics.json").read_text())["gallery"]  # per finding, with maps
+    assert {c["class"] for c in gallery} == {"nuclei", "crowded", "fibres", "fat"}
+    for case in gallery:
+        assert (result.run_dir / "report" / case["file"]).is_file() and case["true"].startswith(case["class"])
+        if case["kind"] == "most confident correct":
+            assert case["predicted"] == case["true"] == f"{case['class']} present"
+        elif case["kind"] == "most confident wrong":
+            assert case["predicted"] != case["true"]
+
+
+def test_multi_label_gallery_picks_equal_a_brute_force_search():
+    import numpy as np
+
+    from domainclip.evaluation.gallery import KINDS, pick_label_cases
+
+    rng = np.random.default_rng(4)
+    p, y, t = rng.random((50, 3)), rng.integers(0, 2, (50, 3)), [0.3, 0.5, 0.7]
+    got = {(k, kind): row for k, kind, row in pick_label_cases(torch.from_numpy(p), torch.from_numpy(y), t)}
+    for k in range(3):
+        right = [i for i in range(50) if y[i, k] and p[i, k] >= t[k]]
+        wrong = [i for i in range(50) if (p[i, k] >= t[k]) != bool(y[i, k])]
+        assert got[(k, KINDS[0])] == max(right, key=lambda i: p[i, k])
+        assert got[(k, KINDS[1])] == max(wrong, key=lambda i: abs(p[i, k] - t[k]))
+        assert got[(k, KINDS[2])] == min(range(50), key=lambda i: abs(p[i, k] - t[k]))
 
 
 def test_independent_site_bootstrap_resamples_each_site_on_its_own():

@@ -1,5 +1,6 @@
 """The report's case gallery: for each class, the most confident correct, the most confident wrong
-and the most uncertain test case, each with the adapted model's similarity map over it. Pictures
+and the most uncertain test case, each with the adapted model's similarity map over it (for
+multi-label cards: per finding, against its locked operating point). Pictures
 and their names carry no identifier: a case is named by its number, class and kind, and its group
 by a pseudonym (salted with the card digest, as in shards)."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 
 from domainclip.data import CardData, ImageDataset
 from domainclip.evaluation.clinical import Predictions
+from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.overlays import display_image, overlay_png, slug
 from domainclip.shards.build import pseudonym
 from domainclip.transforms.pipeline import DomainOptions
@@ -38,32 +40,58 @@ def pick_cases(probs: torch.Tensor, targets: torch.Tensor) -> list[tuple[int, st
     return cases
 
 
+def pick_label_cases(probs: torch.Tensor, targets: torch.Tensor, thresholds: list[float]) -> list[tuple[int, str, int]]:
+    """Multi-label: (finding, kind, row) for each finding and each kind it has, against the
+    finding's operating point: the present finding detected with the highest probability, the
+    error (missed or false alarm) farthest from the threshold, and the image nearest to it."""
+    cases = []
+    for k, threshold in enumerate(thresholds):
+        p, present = probs[:, k], targets[:, k].bool()
+        correct = (p >= threshold) == present
+        right, wrong = (present & correct).nonzero()[:, 0], (~correct).nonzero()[:, 0]
+        if len(right):
+            cases.append((k, KINDS[0], int(right[p[right].argmax()])))
+        if len(wrong):
+            cases.append((k, KINDS[1], int(wrong[(p[wrong] - threshold).abs().argmax()])))
+        cases.append((k, KINDS[2], int((p - threshold).abs().argmin())))
+    return cases
+
+
 @torch.inference_mode()
-def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, temperature: float) -> list[dict]:
-    """Write ``report_dir/gallery/*.png`` for a single-label run's test split; returns the cases
-    (class, kind, predicted, probability, true label, group pseudonym, file) for the report."""
+def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, clinical: dict) -> list[dict]:
+    """Write ``report_dir/gallery/*.png`` for a run's test split (probabilities with the report's
+    locked calibration); returns the cases (class, kind, predicted, probability, true label, group
+    pseudonym, file) for the report. Multi-label: predicted and true say present or absent."""
     card = data.card
     records = data.splits.get("test") or []
-    if card.task != "single_label" or not records:
+    if not records:
         return []
-    probs = (test.logits.float() / temperature).softmax(dim=-1)
+    probs = evaluator_of(clinical).probabilities(test.logits.float(), clinical)
+    multi = card.task == "multi_label"
+    names = data.class_names
+    picks = pick_label_cases(probs, test.targets, [clinical["thresholds"][c] for c in names]) if multi \
+        else pick_cases(probs, test.targets)
     pre = model.tower.preprocess
     dataset = ImageDataset(records, card.reader.name, card.reader.options, DomainOptions.from_dict(card.transforms),
                            pre, len(card.classes))
     folder = report_dir / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
     model.eval()
-    names, cases = data.class_names, []
-    picks = pick_cases(probs, test.targets)
+    cases = []
     pixels = torch.stack([dataset.load(row) for _, _, row in picks])
     maps = model.similarity_maps(pixels)  # one pass for every case
     for n, (k, kind, row) in enumerate(picks):
-        predicted = int(probs[row].argmax())
+        if multi:  # the finding's own map; present or absent against its operating point
+            shown, probability = k, float(probs[row, k])
+            verdict = "present" if probability >= clinical["thresholds"][names[k]] else "absent"
+            predicted, true = f"{names[k]} {verdict}", f"{names[k]} {'present' if test.targets[row, k] else 'absent'}"
+        else:
+            shown = int(probs[row].argmax())
+            probability, predicted, true = float(probs[row, shown]), names[shown], names[int(test.targets[row])]
         file = f"case{n:02d}-{slug(names[k])}-{slug(kind)}.png"
-        overlay_png(folder / file, display_image(pixels[n], pre.mean, pre.std), maps[n, predicted])
-        cases.append({"class": names[k], "kind": kind, "predicted": names[predicted],
-                      "probability": float(probs[row, predicted]), "true": names[int(test.targets[row])],
-                      "group": pseudonym(records[row].group, data.digest), "file": f"gallery/{file}"})
+        overlay_png(folder / file, display_image(pixels[n], pre.mean, pre.std), maps[n, shown])
+        cases.append({"class": names[k], "kind": kind, "predicted": predicted, "probability": probability,
+                      "true": true, "group": pseudonym(records[row].group, data.digest), "file": f"gallery/{file}"})
     return cases
 
 
@@ -71,7 +99,8 @@ def gallery_section(cases: list[dict]) -> str:
     """The report's markdown for the gallery (empty when there is none)."""
     if not cases:
         return ""
-    lines = ["## Case gallery (test; map of the predicted class, brighter = closer match)", "",
+    lines = ["## Case gallery (test; map of the predicted class, or of the finding for multi-label cards; "
+             "brighter = closer match)", "",
              "| class | case | predicted (p) | true | group (pseudonym) | image and map |", "|---|---|---|---|---|---|"]
     lines += [f"| {c['class']} | {c['kind']} | {c['predicted']} ({c['probability']:.2f}) | {c['true']} | "
               f"`{c['group']}` | ![{c['kind']}]({c['file']}) |" for c in cases]

@@ -236,7 +236,7 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     metrics = summary["metrics"]
     if cfg.eval.gallery and "test" in after and "clinical" in metrics:
         summary["gallery"] = write_gallery(parts.run_dir / "report", task.model, data, after["test"],
-                                           metrics["clinical"]["temperature"])
+                                           metrics["clinical"])
         refuse_on_hits(audit({"report gallery": summary["gallery"]}, parts.identifying_values(), free_text=set()),
                        "the report was not written")  # captions, file names and pseudonyms only: never expected
     timings["evaluation_s"] = time.perf_counter() - t
