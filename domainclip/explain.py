@@ -29,7 +29,7 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
     pre = predictor.preprocess
     entries = []
     for i, image in enumerate(images):
-        if predictor.cells(image) is not None:  # a whole slide or scene: its tiles' maps, stitched
+        if predictor.whole_file(image):  # a whole slide or scene: its tiles' maps, stitched
             found = predictor.explain_file(image, texts=texts)
             shown, maps, probs = found["image"], found["maps"], found["probabilities"]
             extra = {"tiles": len(found["cells"])}

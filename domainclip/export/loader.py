@@ -164,12 +164,16 @@ class Predictor:
         """A PNG/JPEG given to a whole-slide bundle: a tile cut beforehand, read as a tile."""
         return self.reader == "wsi" and Path(item).suffix.lower() in TILE_SUFFIXES
 
+    def whole_file(self, item) -> bool:
+        """Whether ``item`` is a slide or scene the run cut into tiles or chips (decided from the
+        bundle's reader and the file name; nothing is read)."""
+        return (isinstance(item, (str, Path)) and needs_expansion(self.reader, self.reader_options)
+                and not self._pre_cut_tile(item))
+
     def cells(self, item) -> list[dict] | None:
         """For a slide or a scene the run cut into tiles or chips: the read options of each (the
         run's tissue filter or valid-pixel threshold); ``None`` for anything read whole."""
-        if not isinstance(item, (str, Path)) or not needs_expansion(self.reader, self.reader_options):
-            return None
-        if self._pre_cut_tile(item):
+        if not self.whole_file(item):
             return None
         found = file_cells(self.reader, item, self.reader_options)
         if not found:
@@ -277,8 +281,7 @@ class Predictor:
                             "pass it to explain()")
         classes = self.embed_texts(list(texts)) if texts else None
         maps, shown, probs = [], [], []
-        for start in range(0, len(cells), batch_size):
-            pixels = torch.stack([self._to_tensor(path, c) for c in cells[start : start + batch_size]])
+        for pixels in self._cell_batches(path, cells, batch_size):
             maps.append(self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb))
             probs.append(self.probabilities(self.raw_logits(pixels)))
             shown += [display_image(p, self.preprocess.mean, self.preprocess.std) for p in pixels]
@@ -292,7 +295,7 @@ class Predictor:
         refused, naming ``what`` is per tile and which ``method`` to pass the tiles to."""
         images = list(images)
         for item in images:
-            if self.cells(item) is not None:
+            if self.whole_file(item):
                 raise ReadError(item, "input", f"{what} per tile or chip, not per slide or scene",
                                 f"pass the tiles or chips (or arrays) to {method}")
         return images
@@ -306,11 +309,12 @@ class Predictor:
     @torch.inference_mode()
     def cell_probabilities(self, item, cells: list[dict], batch_size: int = 64) -> torch.Tensor:
         """(tiles, K) probabilities of one slide's tiles or one scene's chips, in grid order."""
-        out = []
+        return torch.cat([self.probabilities(self.raw_logits(p)) for p in self._cell_batches(item, cells, batch_size)])
+
+    def _cell_batches(self, item, cells: list[dict], batch_size: int):
+        """The tower inputs of a file's tiles or chips, ``batch_size`` at a time, in grid order."""
         for start in range(0, len(cells), batch_size):
-            pixels = torch.stack([self._to_tensor(item, c) for c in cells[start : start + batch_size]])
-            out.append(self.probabilities(self.raw_logits(pixels)))
-        return torch.cat(out)
+            yield torch.stack([self._to_tensor(item, c) for c in cells[start : start + batch_size]])
 
 
 def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:

@@ -44,6 +44,18 @@ def value_path(vision: nn.Module, pixels, layer: nn.Module, path):
     return path(captured["x"])
 
 
+def clip_value_tokens(vision: nn.Module, pixels):
+    """Every token of a transformers CLIP vision model through MaskCLIP's value path of its last
+    block, then the post layer norm: what ``visual_projection`` maps into the shared space."""
+    last = vision.encoder.layers[-1]
+    attn = last.self_attn
+
+    def values(x):
+        return attn.out_proj(attn.v_proj(last.layer_norm1(x)))
+
+    return vision.post_layernorm(value_path(vision, pixels, last, values))
+
+
 def patch_grid(tokens, pixels, patch: int):
     """The last (rows x cols) tokens, one per ``patch``-wide patch of ``pixels``, as (B, rows, cols, D)."""
     rows, cols = pixels.shape[-2] // patch, pixels.shape[-1] // patch
@@ -92,15 +104,7 @@ class HFClipTower(Tower):
         MLP), then the post layer norm, so that ``image_head`` projects each patch into the shared
         space. Plain patch tokens of the last block give noisy maps; this path is training-free and
         uses the adapted weights (LoRA on ``v_proj``/``out_proj``, visual prompts) as they are."""
-        vision = self.image_encoder
-        last = vision.encoder.layers[-1]
-        attn = last.self_attn
-
-        def values(x):
-            return attn.out_proj(attn.v_proj(last.layer_norm1(x)))
-
-        tokens = vision.post_layernorm(value_path(vision, pixels, last, values))
-        return self.patch_grid(tokens, pixels)
+        return self.patch_grid(clip_value_tokens(self.image_encoder, pixels), pixels)
 
     def patch_grid(self, tokens, pixels):
         """The last (rows x cols) tokens, one per patch of ``pixels``, as (B, rows, cols, D)."""

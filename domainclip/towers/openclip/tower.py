@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from domainclip.towers.base import TOWERS, Tower, files_digest
-from domainclip.towers.hf_clip import OPENAI_MEAN, OPENAI_STD, patch_grid, value_path
+from domainclip.towers.hf_clip import OPENAI_MEAN, OPENAI_STD, clip_value_tokens, patch_grid, value_path
 from domainclip.towers.openclip.blocks import write_back
 from domainclip.towers.openclip.checkpoint import (
     denormalise_keys,
@@ -29,15 +29,30 @@ from domainclip.transforms.pipeline import Preprocess
 log = logging.getLogger(__name__)
 
 
+# where each part of a converted side sits in ``OpenClipModel`` (named as in transformers' ``CLIPModel``)
+SLOTS = {"vision": {"net": "vision_model", "head": "visual_projection", "pool": "visual_pool"},
+         "text": {"net": "text_model", "head": "text_projection"}}
+
+
 class OpenClipModel(nn.Module):
     """The converted model: transformers image and text models and open_clip's projections
     (named as in transformers' ``CLIPModel``, so LoRA scopes and checkpoints read alike)."""
 
     def __init__(self, vision, text):
         super().__init__()
-        self.vision_model, self.visual_projection = vision.net, vision.head
-        self.text_model, self.text_projection = text.net, text.head
-        self.visual_pool = vision.pool  # CoCa's attentional pooler, else None
+        for side, part in (("vision", vision), ("text", text)):
+            for field, name in SLOTS[side].items():
+                setattr(self, name, getattr(part, field))  # visual_pool: CoCa's pooler, else None
+
+
+def model_origins(vision, text) -> dict:
+    """The checkpoint origin of every converted tensor, by its name in ``OpenClipModel``."""
+    out = {}
+    for side, part in (("vision", vision), ("text", text)):
+        for name, origin in part.origins.items():
+            field, _, rest = name.partition(".")
+            out[f"{SLOTS[side][field]}.{rest}"] = origin
+    return out
 
 
 def preprocess_from(pre: dict, vision_cfg: dict) -> Preprocess:
@@ -72,15 +87,14 @@ class OpenClipTower(Tower):
         cfg, state = ckpt.model_cfg, ckpt.state
         vision_cfg, text_cfg = dict(cfg.get("vision_cfg") or {}), dict(cfg.get("text_cfg") or {})
         quick = bool(cfg.get("quick_gelu", False))
-        vision = build_vision(vision_cfg, state, int(cfg.get("embed_dim", 512)), quick)
+        vision = build_vision(vision_cfg, state, quick)
         text = build_text(text_cfg, state, quick, hub_text_config(text_cfg))
         super().__init__(float(state["logit_scale"].reshape(())))
         if "logit_bias" in state:
             self.logit_bias = nn.Parameter(state["logit_bias"].detach().reshape(()).clone())
-        self.source, self.weight_file = str(path), ckpt.weights[0]
+        self.weight_file = ckpt.weights[0]
         self.configs = {"model_cfg": cfg, "preprocess_cfg": ckpt.preprocess_cfg}
-        self.origins = {f"{side}.{k}": v for side, origins in (("vision", vision.origins), ("text", text.origins))
-                        for k, v in origins.items()}
+        self.origins = model_origins(vision, text)
         self.families = {"image": vision.family, "text": text.family}
         self.text_options = text.options
         self.model = OpenClipModel(vision, text)
@@ -118,10 +132,7 @@ class OpenClipTower(Tower):
         if family == "coca":
             tokens = self.model.visual_pool.per_token(vision(pixel_values=pixels).last_hidden_state)
         elif family == "clip":
-            last = vision.encoder.layers[-1]
-            attn = last.self_attn
-            tokens = vision.post_layernorm(value_path(
-                vision, pixels, last, lambda x: attn.out_proj(attn.v_proj(last.layer_norm1(x)))))
+            tokens = clip_value_tokens(vision, pixels)
         else:
             last = vision.layers[-1]
             attn = last.attention
@@ -162,13 +173,7 @@ class OpenClipTower(Tower):
         open_clip or ``tower=open_clip`` loads it."""
         raw = read_weights(self.weight_file)
         state = normalise_keys(raw)
-        converted = {}
-        for name, tensor in merged.state_dict().items():
-            side, _, rest = name.partition(".")
-            prefix = {"vision_model": "vision.net.", "visual_projection": "vision.head.", "visual_pool": "vision.pool.",
-                      "text_model": "text.net.", "text_projection": "text.head."}.get(side)
-            if prefix:
-                converted[prefix + rest] = tensor
+        converted = dict(merged.state_dict())
         converted["logit_scale"] = self.log_logit_scale.detach().reshape(state["logit_scale"].shape)
         origins = {**self.origins, "logit_scale": ("logit_scale", "same")}
         if self.logit_bias is not None:
@@ -177,7 +182,7 @@ class OpenClipTower(Tower):
         write_back(state, origins, converted)
         files = write_checkpoint(Path(target), self.configs["model_cfg"], self.configs["preprocess_cfg"],
                                  denormalise_keys(state, "positional_embedding" in raw))
-        if "text" in sides and hasattr(self.tokenizer.tokenizer, "save_pretrained") and self.families["text"] == "hf":
+        if "text" in sides and self.families["text"] == "hf":  # CLIP's BPE ships with open_clip itself
             self.tokenizer.tokenizer.save_pretrained(target)
         return files
 

@@ -26,7 +26,7 @@ CLIP_LORA = ["q_proj", "k_proj", "v_proj", "out_proj"]
 VIT_LORA = ["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"]
 
 
-def build_vision(cfg: dict, state: dict[str, torch.Tensor], embed_dim: int, quick_gelu: bool) -> Part:
+def build_vision(cfg: dict, state: dict[str, torch.Tensor], quick_gelu: bool) -> Part:
     """The image side of a checkpoint, by family (refused with the supported list otherwise)."""
     if cfg.get("timm_model_name"):
         return timm_vit(cfg, WeightMap(state, "visual.trunk."), WeightMap(state, "visual."))
