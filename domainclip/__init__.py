@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from domainclip.core.version import __version__
 
-DEMO_CARDS = ("demo_pathology", "demo_radiology", "demo_satellite")
+DEMO_CARDS = ("demo_pathology", "demo_radiology", "demo_satellite", "demo_slides")
 
 
 def demo_site_b(card: str) -> list[str]:

@@ -80,6 +80,8 @@ class DataCard(Strict):
     columns: Columns = Field(default_factory=Columns)
     classes: list[ClassSpec]
     task: Literal["single_label", "multi_label"] = "single_label"
+    label_level: Literal["image", "slide"] = Field(
+        "image", description="'slide': labels are per whole slide, one slide is one sample (a bag of tiles)")
     label_separator: str = "|"
     split: SplitSpec = Field(default_factory=SplitSpec)
     captions: CaptionSpec = Field(default_factory=CaptionSpec)

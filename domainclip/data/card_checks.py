@@ -37,6 +37,13 @@ def check_reader_options(card: DataCard, path: Path) -> None:
                         f"1-based indexes, or leave it out to read every band (got {bands!r})")
 
 
+def check_label_level(card: DataCard, path: Path) -> None:
+    """Slide-level labels need a reader that tiles whole slides."""
+    if card.label_level == "slide" and card.reader.name != "wsi":
+        raise CardError(f"{path}: field 'label_level': 'slide' needs reader 'wsi' (whole slides cut into tissue "
+                        f"tiles), got '{card.reader.name}'; use label_level: image for tile or image collections")
+
+
 def check_transforms(card: DataCard, path: Path) -> None:
     """``transforms:`` takes only the options the intensity pipeline knows."""
     unknown = sorted(set(card.transforms) - set(TRANSFORM_KEYS))

@@ -8,8 +8,8 @@ from domainclip.cards.load import card_digest, confined, load_card
 from domainclip.cards.manifest import Record, read_records
 from domainclip.cards.schema import DataCard
 from domainclip.cards.splits import assign_splits
-from domainclip.data.card_checks import check_reader_options, check_transforms
-from domainclip.data.expand import expand_records
+from domainclip.data.card_checks import check_label_level, check_reader_options, check_transforms
+from domainclip.data.expand import expand_records, has_cells
 from domainclip.data.preflight import UnreadableFilesError, apply_policy
 from domainclip.demo import demo_root
 
@@ -57,6 +57,7 @@ def load_card_data(ref: str | Path, demo_dir: Path | None = None, on_error: str 
     card, path = load_card(ref)
     check_reader_options(card, path)
     check_transforms(card, path)
+    check_label_level(card, path)
     root = card_root(card, path, demo_dir)
     reader, options = card.reader.name, card.reader.options
     splits = assign_splits(read_records(card, root), card.split, len(card.classes))
@@ -64,7 +65,10 @@ def load_card_data(ref: str | Path, demo_dir: Path | None = None, on_error: str 
     if on_error is not None:
         splits, quarantine = apply_policy(splits, reader, options, on_error)
     before = {s: list(recs) for s, recs in splits.items()}
-    splits = {s: expand_records(recs, reader, options) for s, recs in splits.items()}
+    if card.label_level == "slide":  # one slide is one sample: keep slides that have tissue tiles
+        splits = {s: [r for r in recs if has_cells(reader, r.path, options)] for s, recs in splits.items()}
+    else:
+        splits = {s: expand_records(recs, reader, options) for s, recs in splits.items()}
     if on_error is not None:
         quarantine += empty_files(before, splits, on_error)
     return CardData(card=card, path=path, root=root, digest=card_digest(path), splits=splits, quarantine=quarantine)

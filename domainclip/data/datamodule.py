@@ -21,6 +21,11 @@ def dataset_labels(dataset: Dataset) -> list[int]:
     return (labels.argmax(-1) if labels.ndim == 2 else labels).tolist()
 
 
+def collate_of(dataset: Dataset):
+    """The dataset's own batching (bags of tiles pad to a mask), else PyTorch's default."""
+    return getattr(dataset, "collate", None)
+
+
 def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
     """Draw classes equally often: weight 1 / (class count), with replacement."""
     labels = dataset_labels(dataset)
@@ -60,7 +65,7 @@ class SplitDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets[split], batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             generator=gen, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=False,
-            pin_memory=PIN_MEMORY,
+            pin_memory=PIN_MEMORY, collate_fn=collate_of(self.datasets[split]),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -82,7 +87,7 @@ class SplitDataModule(pl.LightningDataModule):
         self._position(sampler)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, drop_last=False, generator=gen,
-                          worker_init_fn=seed_worker, pin_memory=PIN_MEMORY)
+                          worker_init_fn=seed_worker, pin_memory=PIN_MEMORY, collate_fn=collate_of(dataset))
 
     def _position(self, sampler) -> None:
         """The epoch (restored on resume) and, after an interruption, the data already consumed:

@@ -28,6 +28,11 @@ def file_cells(reader: str, path, options: dict) -> list[dict]:
     return [{k: v for k, v in cell.items() if k in keys} for cell in _grid(reader, path, options)]
 
 
+def has_cells(reader: str, path, options: dict) -> bool:
+    """True when the file gives at least one tile or chip."""
+    return bool(_grid(reader, path, {**options, "max_tiles": 1} if reader == "wsi" else options))
+
+
 def needs_expansion(reader: str, options: dict) -> bool:
     """Slides are always tiled; rasters only when the card sets ``chip_size``."""
     return reader == "wsi" or (reader == "raster" and bool(options.get("chip_size")))

@@ -8,11 +8,12 @@ from PIL import Image
 
 from domainclip.core.paths import cache_dir
 from domainclip.core.registry import Registry
-from domainclip.demo import pathology, radiology, satellite
+from domainclip.demo import pathology, radiology, satellite, slides
 from domainclip.demo.common import ensure_generated
 
 DEMOS: Registry = Registry("demo dataset")
-for _name, _module in (("pathology", pathology), ("radiology", radiology), ("satellite", satellite)):
+for _name, _module in (("pathology", pathology), ("radiology", radiology), ("satellite", satellite),
+                       ("slides", slides)):
     DEMOS.register(_name)(_module.generate)
     DEMOS.register(f"{_name}_site_b")(_module.generate_site_b)
 

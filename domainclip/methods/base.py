@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from domainclip.core.registry import Registry
+from domainclip.data.bags import TILE_MASK
 from domainclip.towers.base import Tower
 
 METHODS: Registry = Registry("method")
@@ -47,6 +48,12 @@ def scaled_similarity(tower: Tower, image_emb: torch.Tensor, class_emb: torch.Te
     (K, D), or (B, K, D) when the classes are conditioned on each image."""
     sims = image_emb @ class_emb.t() if class_emb.ndim == 2 else torch.einsum("bd,bkd->bk", image_emb, class_emb)
     return tower.logit_scale * sims + (tower.logit_bias if tower.logit_bias is not None else 0.0)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid tiles: values (B, N, ...) and mask (B, N) -> (B, ...)."""
+    weights = mask.to(values.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(values.dtype)
+    return torch.einsum("bn,bn...->b...", weights, values)
 
 
 class Method:
@@ -128,10 +135,28 @@ class Method:
         return torch.einsum("bhwd,bkd->bkhw", emb, class_emb)
 
     def logits(self, model, batch: dict, prompts: PromptSet, class_emb: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K) scaled cosine logits of the batch's images against the classes."""
+        """(B, K) scaled cosine logits of the batch's images against the classes; a batch of
+        slides (bags of tile features) is scored by the mean of its tiles' logits (MI-Zero)."""
+        if TILE_MASK in batch:
+            return self.bag_outputs(model, batch, prompts, class_emb)[0]
         img = model.embed_images(batch)
         cls = class_emb if class_emb is not None else self.class_embeddings(model, prompts, img)
         return scaled_similarity(model.tower, img, cls)
+
+
+    def bag_outputs(self, model, batch: dict, prompts: PromptSet,
+                    class_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slide logits (B, K) of a batch of bags and each tile's weight in them (B, N): the mean
+        of the tiles' zero-shot logits, every valid tile weighing the same."""
+        mask = batch[TILE_MASK]
+        cls = class_emb if class_emb is not None else self.class_embeddings(model, prompts)
+        tiles = scaled_similarity(model.tower, model.embed_images(batch), cls)
+        weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
+        return masked_mean(tiles, mask), weights
+
+    def classification_inputs(self, model, batch: dict, prompts: PromptSet) -> tuple:
+        """(logits, targets, valid) that the classification objective's loss compares."""
+        return self.logits(model, batch, prompts), batch["label"], batch.get("valid")
 
 
 def build_method(cfg: dict) -> Method:

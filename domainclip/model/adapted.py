@@ -202,6 +202,18 @@ class AdaptedModel(nn.Module):
         method = ZERO_SHOT if zero_shot else self.method
         return method.class_embeddings(self, self.prompt_set()) if method.static_classes else None
 
+    def classification_inputs(self, batch: dict) -> tuple:
+        """(logits, targets, valid) the classification objective compares (tile-label training
+        gives one row per tile)."""
+        return self.method.classification_inputs(self, batch, self.prompt_set())
+
+    def bag_outputs(self, batch: dict, zero_shot: bool = False,
+                    class_embeddings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slide logits (B, K) of a batch of bags (``features`` (B, N, F) and ``tile_mask``) and
+        each tile's weight in them (B, N): attention, or the mean's uniform weights."""
+        method = ZERO_SHOT if zero_shot else self.method
+        return method.bag_outputs(self, batch, self.prompt_set(), class_embeddings)
+
     def logits(self, batch: dict | torch.Tensor, zero_shot: bool = False,
                class_embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) class logits for a batch (or pixels); ``zero_shot`` scores with the template

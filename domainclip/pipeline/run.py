@@ -234,7 +234,7 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     t = time.perf_counter()
     summary, after = evaluate_trained(parts, before, method_report)
     metrics = summary["metrics"]
-    if cfg.eval.gallery and "test" in after and "clinical" in metrics:
+    if cfg.eval.gallery and "test" in after and "clinical" in metrics and data.card.label_level != "slide":
         summary["gallery"] = write_gallery(parts.run_dir / "report", task.model, data, after["test"],
                                            metrics["clinical"])
         refuse_on_hits(audit({"report gallery": summary["gallery"]}, parts.identifying_values(), free_text=set()),
@@ -267,7 +267,7 @@ def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None =
         external = evaluate_sites(task, parts.external, metrics["clinical"], settings)
         metrics["external"] = {name: report for name, (_, report) in external.items()}
         metrics["sites"] = compare_sites(data.card.name, after["test"], metrics["clinical"], external, settings)
-    if "test" in splits:
+    if "test" in splits and data.card.label_level != "slide":  # slides have no caption of their own
         metrics["retrieval"] = {"test": task_retrieval(task, dm.eval_loader("test"))}
     if method_report:
         metrics["method"] = method_report

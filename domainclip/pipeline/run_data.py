@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from domainclip.core.paths import cache_dir
 from domainclip.data import CardData, ImageDataset, SplitDataModule
+from domainclip.data.bags import BagDataset, cached_bags
 from domainclip.data.features import cache_key, cached_features
 from domainclip.evaluation import task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions
@@ -21,6 +22,8 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
                    source: str | None = None) -> tuple[dict, dict]:
     """Per-split datasets; cached backbone features when the method keeps the image tower frozen."""
     card = data.card
+    if card.label_level == "slide":
+        return slide_datasets(cfg, data, task, pool_ids)
     shards = (source or cfg.data.get("source", "files")) == "shards"
     if shards:
         images = shard_datasets(cfg, data, task.tower, pool_ids)
@@ -34,11 +37,29 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
     if shards:  # features are computed over every sample once, in index order
         images = shard_datasets(cfg, data, task.tower, pool_ids, ordered=True)
     digest, out, hits = task.tower.weights_digest(), {}, {}
-    feat_dir = Path(cfg.data.feature_cache_dir) if cfg.data.feature_cache_dir else cache_dir() / "features"
+    feat_dir = feature_dir(cfg)
     for split, ds in images.items():
         key = shard_cache_key(digest, ds) if shards else cache_key(digest, data.digest, ds)
         out[split], hits[split] = cached_features(task.tower, ds, feat_dir, key, batch_size=cfg.eval.batch_size,
                                                   num_workers=cfg.data.num_workers)
+    return out, hits
+
+
+def feature_dir(cfg: DictConfig) -> Path:
+    """Where cached features live: ``data.feature_cache_dir`` or the domainclip cache."""
+    return Path(cfg.data.feature_cache_dir) if cfg.data.feature_cache_dir else cache_dir() / "features"
+
+
+def slide_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
+    """One bag of cached tile features per slide, per split (tiles extracted once per slide)."""
+    card, model = data.card, task.model
+    domain = DomainOptions.from_dict(card.transforms)
+    out, hits = {}, {}
+    for split, recs in data.splits.items():
+        files, hits[split] = cached_bags(model.image_features, task.tower.weights_digest(), recs, card.reader.options,
+                                         domain, task.tower.preprocess, feature_dir(cfg) / "slides",
+                                         batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+        out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
     return out, hits
 
 

@@ -120,9 +120,8 @@ class ContrastiveTask(pl.LightningModule):
     def loss(self, batch: dict, epoch: int) -> torch.Tensor:
         """The training loss of a batch: the method's classification loss, or the contrastive loss
         of each image against its caption this epoch."""
-        valid = batch.get("valid")  # False for the sampler's padding copies
         if self.method.objective == "classification":
-            return classification_loss(self.logits(batch), batch["label"], valid)
+            return classification_loss(*self.model.classification_inputs(batch))
         return self.pair_loss(*self.embed_pair(batch, epoch), batch)
 
     def embed_pair(self, batch: dict, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
