@@ -21,7 +21,10 @@ from domainclip.evaluation.report import _ci, conformal_lines
 
 
 def bundle_logits(predictor, records, batch_size: int = 64) -> torch.Tensor:
-    """Uncalibrated logits of the bundle for every record, batched."""
+    """Uncalibrated logits of the bundle for every record (one per slide for slide-level bundles),
+    batched."""
+    if predictor.slide_level:
+        return torch.stack([p["logits"] for p in predictor.predict_slides([r.path for r in records], batch_size)])
     out = []
     for i in range(0, len(records), batch_size):
         pixels = torch.stack([predictor.load_record(r) for r in records[i : i + batch_size]])
@@ -38,6 +41,9 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", b
     if data.class_names != predictor.classes:
         raise DomainClipError(f"the card's classes {data.class_names} differ from the bundle's {predictor.classes}; "
                               "list the same classes in the same order")
+    if predictor.slide_level != (data.card.label_level == "slide"):
+        raise DomainClipError(f"{card}: label_level '{data.card.label_level}' does not match the bundle, which scores "
+                              f"{'whole slides' if predictor.slide_level else 'images'}; use a card labelled the same way")
     records = [r for recs in data.splits.values() for r in recs] if split == "all" else data.splits[split]
     if not records:
         raise DomainClipError(f"split '{split}' of {card} is empty")

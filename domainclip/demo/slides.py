@@ -124,14 +124,16 @@ def write_pyramid(path: Path, image: np.ndarray) -> None:
             tif.write(level, subfiletype=1, resolution=(1e4 / mpp, 1e4 / mpp), **opts)
 
 
-def generate(root: Path, seed: int, site: str = "A") -> None:
+def generate(root: Path, seed: int, site: str = "A", patients: int | None = None) -> None:
     """Write ``slides/*.tif``, ``masks/*.png`` and ``manifest.csv`` (path, label, patient_id,
-    scanner): two slides per patient, labelled tumour or normal per slide."""
+    scanner): two slides per patient, labelled tumour or normal per slide; ``patients`` overrides
+    the site's count (a smaller collection for quick checks)."""
     spec = SITES[site]
     rng = np.random.default_rng(seed + (50 if site == "A" else 1050))
     (root / "slides").mkdir(parents=True)
     rows = []
-    for p in range(spec["patients"]):
+    patients = spec["patients"] if patients is None else int(patients)
+    for p in range(patients):
         patient = f"DEMO-{site}-PATIENT-{p:02d}"
         patient_positive = bool(p % 2)
         for s in range(2):
@@ -144,7 +146,7 @@ def generate(root: Path, seed: int, site: str = "A") -> None:
                          "patient_id": patient, "scanner": f"{site}-SCANNER-{p % 2 + 1}"})
     write_manifest(root, rows)
     write_readme(root, f"Demo whole slides, site {site}", f"{len(rows)} pyramidal TIFF slides of "
-                 f"{spec['patients']} patients, labelled per slide (tumour / normal); split at patient level. {__doc__}")
+                 f"{patients} patients, labelled per slide (tumour / normal); split at patient level. {__doc__}")
 
 
 def generate_site_b(root: Path, seed: int) -> None:

@@ -20,6 +20,7 @@ from domainclip.evaluation.overlays import display_image
 from domainclip.export.base_models import resolve_base
 from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
+from domainclip.export.slides import predict_slide
 from domainclip.model import AdaptedModel
 from domainclip.model.adapted import SPEC_FILE, read_spec
 from domainclip.readers import read, read_record
@@ -212,6 +213,8 @@ class Predictor:
         if isinstance(images, torch.Tensor):
             return self.probabilities(self.raw_logits(images))
         images = list(images)
+        if self.slide_level:  # each input is a whole slide, scored as one bag
+            return torch.stack([p["probabilities"] for p in self.predict_slides(images, batch_size)])
         rows: list[torch.Tensor | None] = [None] * len(images)
         whole = []
         for i, item in enumerate(images):
@@ -225,6 +228,19 @@ class Predictor:
             for i, p in zip(idx, self.probabilities(self.raw_logits([images[j] for j in idx]))):
                 rows[i] = p
         return torch.stack(rows)
+
+    @property
+    def slide_level(self) -> bool:
+        """True when the run's samples were whole slides (a card with ``label_level: slide``)."""
+        return self.meta["preprocessing"].get("label_level", "image") == "slide"
+
+    @torch.inference_mode()
+    def predict_slides(self, paths, batch_size: int = 64) -> list[dict]:
+        """Per whole slide, read with the run's reader options: calibrated ``probabilities`` (K,),
+        the tiles' level-0 ``coords`` (n, 2) and ``attention`` (n,), and ``tile_side``. For
+        slide-level bundles (MIL) the slide is one bag pooled by the method; see
+        ``domainclip.export.slides``."""
+        return [predict_slide(self, path, batch_size) for path in paths]
 
     @torch.inference_mode()
     def predict_sets(self, images, alpha: float | None = None, score: str = "lac", batch_size: int = 64) -> list[list[str]]:

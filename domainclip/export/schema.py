@@ -46,6 +46,8 @@ class Preprocessing(_Open):
     reader_options: dict
     domain: dict
     units: str | None
+    label_level: Literal["image", "slide"] = Field(
+        "image", description="slide: one prediction per whole slide (a bag of tiles pooled by the method)")
 
 
 class DataCardInfo(_Open):

@@ -301,7 +301,7 @@ def bundle_metadata(parts: RunParts, metrics: dict) -> dict:
         "preprocessing": {"size": pre.size, "mean": list(pre.mean), "std": list(pre.std),
                           "resize_mode": pre.resize_mode, "interpolation": pre.interpolation, "reader": data.card.reader.name,
                           "reader_options": data.card.reader.options, "domain": data.card.transforms,
-                          "units": sample_meta(data).get("units")},
+                          "units": sample_meta(data).get("units"), "label_level": data.card.label_level},
         "input_adapter": task.hparams.input_adapter,
         "phi_allowed": list(data.card.phi.allow),  # reviewed by the card's author as not identifying
         "data_card": {"name": data.card.name, "digest": data.digest, "modality": data.card.modality,

