@@ -6,6 +6,7 @@ from pathlib import Path
 from domainclip.evaluation import figures
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.gallery import gallery_section
+from domainclip.evaluation.slide_gallery import slide_gallery_section
 from domainclip.evaluation.scores import METRICS
 
 
@@ -114,7 +115,9 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
         clinical += utility_section(m["clinical"]) + sites_section(m.get("sites"))
         if after_test is not None:
             write_figures(report_dir, after_test, m["clinical"], data.class_names)
-        clinical += gallery_section(summary.get("gallery", []))
+        cases = summary.get("gallery", [])
+        slides = bool(cases) and cases[0]["file"].startswith("slides/")
+        clinical += slide_gallery_section(cases) if slides else gallery_section(cases)
     digest = f"Data card digest (sha256): `{data.digest}`\n\n" if data is not None else ""
     if "retrieval" in m:
         r = m["retrieval"]["test"]

@@ -24,6 +24,7 @@ from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.clinical import EvalSettings
 from domainclip.evaluation.evaluators import evaluator_for
 from domainclip.evaluation.gallery import write_gallery
+from domainclip.evaluation.slide_gallery import write_slide_gallery
 from domainclip.evaluation.report import print_summary, write_report
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.export import write_bundle
@@ -234,9 +235,8 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     t = time.perf_counter()
     summary, after = evaluate_trained(parts, before, method_report)
     metrics = summary["metrics"]
-    if cfg.eval.gallery and "test" in after and "clinical" in metrics and data.card.label_level != "slide":
-        summary["gallery"] = write_gallery(parts.run_dir / "report", task.model, data, after["test"],
-                                           metrics["clinical"])
+    if cfg.eval.gallery and "test" in after and "clinical" in metrics:
+        summary["gallery"] = write_case_gallery(parts, after["test"], metrics["clinical"])
         refuse_on_hits(audit({"report gallery": summary["gallery"]}, parts.identifying_values(), free_text=set()),
                        "the report was not written")  # captions, file names and pseudonyms only: never expected
     timings["evaluation_s"] = time.perf_counter() - t
@@ -253,6 +253,15 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     write_summary(parts, summary, after.get("test"))
     print_summary(summary)
     return Result(run_dir=parts.run_dir, metrics=metrics, bundle_dir=bundle, timings=timings)
+
+
+def write_case_gallery(parts: RunParts, test, clinical: dict) -> list[dict]:
+    """The report's gallery of test cases: images with similarity maps, or for slide-level runs
+    slide thumbnails with the tile weights and top tiles."""
+    report = parts.run_dir / "report"
+    if parts.data.card.label_level == "slide":
+        return write_slide_gallery(report, parts.task.model, parts.data, parts.dm.datasets["test"], test, clinical)
+    return write_gallery(report, parts.task.model, parts.data, test, clinical)
 
 
 def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None = None) -> tuple[dict, dict]:
