@@ -2,6 +2,7 @@
 the run with slide bags, ``predict_slides`` and a real Aperio slide."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -251,3 +252,31 @@ def test_real_aperio_slide_tiles_features_and_predict_slides(slide_predictor):
     assert out["coords"].tolist() == [[c["x"], c["y"]] for c in coarse]
     assert out["probabilities"].sum().item() == pytest.approx(1.0, abs=1e-5)
     assert torch.isfinite(out["attention"]).all() and out["attention"].sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_slide_report_shows_slides_with_weights_and_pseudonyms(slide_run, small_slides):
+    summary = (slide_run.run_dir / "report" / "summary.md").read_text()
+    assert "## Slide gallery" in summary
+    pictures = sorted((slide_run.run_dir / "report" / "slides").glob("*.png"))
+    assert pictures and all(f"slides/{p.name}" in summary for p in pictures)
+    for name in {line.split(",")[2] for line in (small_slides / "manifest.csv").read_text().splitlines()[1:]}:
+        assert name not in summary and not any(name in p.name for p in pictures)  # patients by pseudonym only
+
+
+def test_mi_zero_scores_slides_without_training(small_slides, slide_run, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.core.paths import config_dir
+    from domainclip.pipeline.run import run
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}",
+                                           f"run_dir={tmp_path}", "mil.pool=topk", "mil.topk=3", "eval.bootstrap=50",
+                                           "eval.gallery=false", "eval.external_cards=[]"])
+    result = run(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # no trainer ran
+    assert result.metrics["zero_shot_after"]["test"]["top1"] is not None
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert all(summary["cache_hits"].values())  # the features of the MIL run: no pixel read again
+    meta = json.loads((result.bundle_dir / "metadata.json").read_text())
+    assert meta["method"]["config"]["pool"] == "topk" and meta["preprocessing"]["label_level"] == "slide"
