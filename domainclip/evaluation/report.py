@@ -6,8 +6,8 @@ from pathlib import Path
 from domainclip.evaluation import figures
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.gallery import gallery_section
-from domainclip.evaluation.slide_gallery import slide_gallery_section
 from domainclip.evaluation.scores import METRICS
+from domainclip.evaluation.slide_gallery import slide_gallery_section
 
 
 def _rows(summary: dict) -> list[tuple[str, str, float, float, float]]:

@@ -24,9 +24,9 @@ from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.clinical import EvalSettings
 from domainclip.evaluation.evaluators import evaluator_for
 from domainclip.evaluation.gallery import write_gallery
-from domainclip.evaluation.slide_gallery import write_slide_gallery
 from domainclip.evaluation.report import print_summary, write_report
 from domainclip.evaluation.retrieval import task_retrieval
+from domainclip.evaluation.slide_gallery import write_slide_gallery
 from domainclip.export import write_bundle
 from domainclip.export.phi import audit, audit_run_texts, identifying_values, refuse_on_hits
 from domainclip.pipeline.few_shot_protocol import run_few_shot
