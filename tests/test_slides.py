@@ -280,3 +280,36 @@ def test_mi_zero_scores_slides_without_training(small_slides, slide_run, tmp_pat
     assert all(summary["cache_hits"].values())  # the features of the MIL run: no pixel read again
     meta = json.loads((result.bundle_dir / "metadata.json").read_text())
     assert meta["method"]["config"]["pool"] == "topk" and meta["preprocessing"]["label_level"] == "slide"
+
+
+def test_slide_bags_from_shards_match_the_files(small_slides, slide_run, tmp_path):
+    """Shards of a slide-level card hold one sample per tissue tile with its slide and position;
+    a run with data.source=shards rebuilds each slide's bag from them (features of float16
+    pixels: close to those read from the slides) and trains on it."""
+    from hydra import compose, initialize_config_dir
+
+    from domainclip.core.paths import config_dir
+    from domainclip.pipeline.run import run, setup
+    from domainclip.shards.build import build_shards
+
+    card = small_slides / "card.yaml"
+    manifest = build_shards(str(card), tmp_path / "shards", size=224, shard_mb=5)
+    data = load_card_data(card)
+    for split, recs in data.splits.items():
+        tiles = sum(len(tile_grid(r.path, mpp=1.0, tile_size=128, min_tissue=0.5)) for r in recs)
+        assert (manifest["splits"][split]["count"], manifest["splits"][split]["slides"]) == (tiles, len(recs))
+    common = ["recipe=slides", f"data.card={card}", "trainer.max_epochs=2", "eval.bootstrap=20", "eval.gallery=false",
+              "eval.external_cards=[]", "export.enabled=false", "trainer.enable_progress_bar=false"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        shards = compose("config", overrides=[*common, f"run_dir={tmp_path / 'run'}", "data.source=shards",
+                                              f"data.shards={tmp_path / 'shards'}",
+                                              f"data.feature_cache_dir={tmp_path / 'features'}"])
+        files = compose("config", overrides=[*common, f"run_dir={tmp_path / 'files'}"])  # the slide run's cache
+    result = run(shards)
+    assert result.metrics["zero_shot_after"]["test"]["top1"] is not None
+    assert len(list((tmp_path / "features" / "slides").glob("*.safetensors"))) == 2 * PATIENTS
+    from_shards, from_files = setup(shards).dm.datasets["test"], setup(files).dm.datasets["test"]
+    for i in range(len(from_files)):
+        a, b = from_files.bag(i), from_shards.bag(i)
+        assert torch.equal(a["coords"], b["coords"])
+        torch.testing.assert_close(b["features"], a["features"], atol=0.05, rtol=0.05)

@@ -92,6 +92,38 @@ def extract_features(backbone, paths: list[Path], targets: list[Path], reader_op
     return len(todo)
 
 
+@torch.inference_mode()
+def extract_stream(backbone, stream, targets: list[Path], batch_size: int = 64) -> int:
+    """The same from a slide-level shard split, whose tiles arrive in slide order with their
+    slide index and ``xy``: features of the slides whose ``targets`` file is missing; returns how
+    many slides were extracted."""
+    todo = {i for i, t in enumerate(targets) if not t.is_file()}
+    pending: dict[int, tuple[list, list]] = {}
+    feature_dim = 1
+    for batch in DataLoader(stream, batch_size=batch_size):
+        rows = batch["valid"] & torch.tensor([int(s) in todo for s in batch["slide"]], dtype=torch.bool)
+        for done in [s for s in pending if s < int(batch["slide"].min())]:  # slides whose tiles have all passed
+            _write_slide(targets[done], *pending.pop(done), feature_dim)
+        if not rows.any():
+            continue
+        feats = backbone(batch["pixels"][rows]).float().cpu()
+        feature_dim = feats.shape[-1]
+        for s in batch["slide"][rows].unique().tolist():
+            pick = batch["slide"][rows] == s
+            buf = pending.setdefault(s, ([], []))
+            buf[0].append(feats[pick])
+            buf[1].append(batch["xy"][rows][pick])
+    for s, buf in pending.items():
+        _write_slide(targets[s], *buf, feature_dim)
+    return len(todo)
+
+
+def stream_keys(tower_digest: str, shard_shas: list[str], slides: int) -> list[str]:
+    """Cache keys of a shard split's slides: the tower, the split's shard checksums, the slide."""
+    base = hashlib.sha256(f"{tower_digest}:{','.join(shard_shas)}".encode()).hexdigest()
+    return [hashlib.sha256(f"{base}:{i}".encode()).hexdigest()[:32] for i in range(slides)]
+
+
 def cached_bags(backbone, tower_digest: str, records: list[Record], reader_options: dict, domain: DomainOptions,
                 preprocess: Preprocess, cache_dir: Path, **kwargs) -> tuple[list[Path], bool]:
     """The feature file of each record's slide under ``cache_dir`` (extracted first where missing);

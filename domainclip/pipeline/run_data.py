@@ -8,12 +8,13 @@ from omegaconf import DictConfig
 
 from domainclip.core.paths import cache_dir
 from domainclip.data import CardData, ImageDataset, SplitDataModule
-from domainclip.data.bags import BagDataset, cached_bags
+from domainclip.core.distributed import computed_once
+from domainclip.data.bags import BagDataset, cached_bags, extract_stream, stream_keys
 from domainclip.data.features import cache_key, cached_features
 from domainclip.evaluation import task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions
 from domainclip.readers import read
-from domainclip.shards.source import shard_cache_key, shard_datasets
+from domainclip.shards.source import shard_cache_key, shard_datasets, slide_shard_streams
 from domainclip.training.task import ContrastiveTask
 from domainclip.transforms.pipeline import DomainOptions
 
@@ -55,12 +56,27 @@ def slide_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
     card, model = data.card, task.model
     domain = DomainOptions.from_dict(card.transforms)
     out, hits = {}, {}
+    streams = slide_shard_streams(cfg, data, task.tower) if cfg.data.get("source", "files") == "shards" else None
     for split, recs in data.splits.items():
+        if streams is not None:
+            files, hits[split] = shard_bags(model, task.tower.weights_digest(), streams[split], len(recs),
+                                            feature_dir(cfg) / "slides", cfg.eval.batch_size)
+            out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
+            continue
         files, hits[split] = cached_bags(model.image_features, task.tower.weights_digest(), recs, card.reader.options,
                                          domain, task.tower.preprocess, feature_dir(cfg) / "slides",
                                          batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
         out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
     return out, hits
+
+
+def shard_bags(model, tower_digest: str, stream, slides: int, directory: Path, batch_size: int) -> tuple[list[Path], bool]:
+    """The feature file of each slide of a shard split (extracted from the shards where missing);
+    returns the files and whether every one was already there."""
+    files = [directory / f"{k}.safetensors" for k in stream_keys(tower_digest, [s["sha256"] for s in stream.shards],
+                                                                 slides)]
+    with computed_once(directory / "extraction"):
+        return files, extract_stream(model.image_features, stream, files, batch_size) == 0
 
 
 def sample_meta(data: CardData) -> dict:

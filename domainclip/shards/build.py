@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 from domainclip.captions.build import prepare_captions
 from domainclip.core.fileio import sha256_file as file_sha256
 from domainclip.data import load_card_data
+from domainclip.data.expand import file_cells
 from domainclip.readers import read_record
 from domainclip.shards.manifest import FORMAT, SAFE_META, transform_digest
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, resize, to_unit_range
@@ -64,17 +66,28 @@ def write_shard(job: dict) -> dict:
     if not path.is_file():
         tmp = path.with_name(path.name + ".tmp")
         with wds.TarWriter(str(tmp)) as sink:
-            for index, record, captions in job["items"]:
+            for index, record, captions, *tile in job["items"]:
                 pixels, meta = sample_pixels(record, job["reader"], job["options"], job["transforms"], job["size"],
                                              job["geometry"])
                 info = {"index": index, "labels": list(record.labels), "group": pseudonym(record.group, job["salt"]),
-                        "split": job["split"], "captions": captions, "meta": meta}
+                        "split": job["split"], "captions": captions, "meta": meta, **(tile[0] if tile else {})}
                 sink.write({"__key__": f"{job['split']}-{index:08d}", "pixels.npy": encode_pixels(pixels, job["dtype"]),
                             "json": json.dumps(info).encode()})
         tmp.replace(path)
 
     return {"name": path.name, "count": len(job["items"]), "first": job["items"][0][0], "sha256": file_sha256(path),
             "bytes": path.stat().st_size}
+
+
+def slide_tile_items(items: list[tuple], options: dict) -> list[tuple]:
+    """Slide-level cards: one shard sample per tissue tile, in slide order, each knowing its slide
+    (index in the split) and its level-0 ``xy``, so that runs rebuild each slide's bag."""
+    out = []
+    for slide, record, captions in items:
+        for cell in file_cells("wsi", record.path, options):
+            tile = replace(record, extra={**record.extra, "read_options": cell})
+            out.append((len(out), tile, captions, {"slide": slide, "xy": [cell["x"], cell["y"]]}))
+    return out
 
 
 def plan_jobs(data, bank, out: Path, size: int, dtype: str, shard_mb: float,
@@ -88,6 +101,8 @@ def plan_jobs(data, bank, out: Path, size: int, dtype: str, shard_mb: float,
     for split, records in data.splits.items():
         pools = bank.pool_ids[split]
         items = [(i, r, [bank.texts[row] for row in bank.pools[pools[i]]]) for i, r in enumerate(records)]
+        if card.label_level == "slide":
+            items = slide_tile_items(items, card.reader.options)
         n = math.ceil(len(items) / per_shard)
         jobs[split] = [{"path": str(out / f"{split}-{k:05d}.tar"), "items": items[k * per_shard : (k + 1) * per_shard],
                         "split": split, "reader": card.reader.name, "options": card.reader.options,
@@ -124,8 +139,9 @@ def build_shards(card_ref: str, out: Path, size: int = 224, dtype: str = "float1
     manifest = {"format": FORMAT, "card": card.name, "card_digest": data.digest, "size": size, "dtype": dtype,
                 "transform_digest": transform_digest(card.reader.name, card.reader.options, card.transforms, size, dtype,
                                                      geometry),
-                "splits": {s: {"count": len(data.splits[s]), "shards": [by_name[Path(j["path"]).name] for j in js]}
-                           for s, js in jobs.items()}}
+                "label_level": card.label_level,
+                "splits": {s: {"count": sum(len(j["items"]) for j in js), "slides": len(data.splits[s]),
+                               "shards": [by_name[Path(j["path"]).name] for j in js]} for s, js in jobs.items()}}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(out / "manifest.json")

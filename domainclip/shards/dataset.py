@@ -107,8 +107,11 @@ class ShardStream(IterableDataset):
         else:
             target = torch.tensor(labels[0])
         index = int(info["index"])
-        return {"pixels": x, "label": target, "index": torch.tensor(index), "pool": torch.tensor(self.pools[index]),
+        item = {"pixels": x, "label": target, "index": torch.tensor(index), "pool": torch.tensor(self.pools[index]),
                 "valid": torch.tensor(valid)}
+        if "slide" in info:  # a tile of a slide-level shard set: its slide and level-0 position
+            item["slide"], item["xy"] = torch.tensor(int(info["slide"])), torch.tensor(info["xy"])
+        return item
 
     def _shuffled(self, stream, rng: random.Random):
         buffer = []

@@ -36,6 +36,28 @@ def shard_datasets(cfg, data, tower, pool_ids: dict, ordered: bool = False) -> d
     return out
 
 
+def slide_shard_streams(cfg, data, tower) -> dict[str, ShardStream]:
+    """Slide-level cards: per split, the shard set's tiles in order (each with its slide and
+    level-0 position), checked against the card (same digest, transform and slide counts)."""
+    if not cfg.data.get("shards"):
+        raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")
+    directory, card, pre = Path(cfg.data.shards), data.card, tower.preprocess
+    dtype = load_manifest(directory, verify=False, card_ref=str(cfg.data.card)).get("dtype", "float16")
+    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, pre.size, dtype,
+                                f"{pre.resize_mode}/{pre.interpolation}")
+    manifest = load_manifest(directory, data.digest, expected, card_ref=str(cfg.data.card))
+    if manifest.get("label_level") != "slide":
+        raise ConfigError(f"data.shards={directory}: built from tiles labelled per tile; rebuild it from this "
+                          "slide-level card (python -m domainclip.shards build CARD out=DIR)")
+    for split, recs in data.splits.items():
+        if manifest["splits"].get(split, {}).get("slides") != len(recs):
+            raise ConfigError(f"data.shards={directory}: split '{split}' holds other slides than the card's; rebuild it")
+    return {split: ShardStream(directory, manifest, split, pre.mean, pre.std, len(card.classes),
+                               card.task == "multi_label", seed=int(cfg.seed),
+                               normalize=not DomainOptions.from_dict(card.transforms).band_projection)
+            for split in data.splits}
+
+
 def shard_cache_key(tower_digest: str, stream: ShardStream) -> str:
     """Feature-cache key of a split of a shard set: the tower and the split's shard checksums."""
     shas = ",".join(s["sha256"] for s in stream.shards)
