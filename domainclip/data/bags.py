@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from domainclip.cards.manifest import Record
 from domainclip.core.distributed import computed_once
+from domainclip.data.dataset import record_target
 from domainclip.data.expand import file_cells
 from domainclip.readers import read
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
@@ -154,12 +155,7 @@ class BagDataset(Dataset):
         return load_file(str(self.files[i]))
 
     def target(self, i: int) -> torch.Tensor:
-        labels = self.records[i].labels
-        if self.multi_label:
-            t = torch.zeros(self.num_classes)
-            t[list(labels)] = 1.0
-            return t
-        return torch.tensor(labels[0])
+        return record_target(self.records[i], self.num_classes, self.multi_label)
 
     def __getitem__(self, i: int) -> dict:
         bag = self.bag(i)

@@ -9,6 +9,15 @@ from domainclip.readers import read_record
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 
 
+def record_target(record: Record, num_classes: int, multi_label: bool) -> torch.Tensor:
+    """A record's target: its class index, or a multi-hot vector when ``multi_label``."""
+    if multi_label:
+        t = torch.zeros(num_classes)
+        t[list(record.labels)] = 1.0
+        return t
+    return torch.tensor(record.labels[0])
+
+
 class ImageDataset(Dataset):
     """Yields ``{"pixels", "label", "index"}`` for each record; ``label`` is multi-hot when
     ``multi_label`` is set, else the class index."""
@@ -31,12 +40,7 @@ class ImageDataset(Dataset):
         return model_input(arr, meta, self.domain, self.preprocess)
 
     def target(self, i: int) -> torch.Tensor:
-        labels = self.records[i].labels
-        if self.multi_label:
-            t = torch.zeros(self.num_classes)
-            t[list(labels)] = 1.0
-            return t
-        return torch.tensor(labels[0])
+        return record_target(self.records[i], self.num_classes, self.multi_label)
 
     def __getitem__(self, i: int) -> dict:
         return {"pixels": self.load(i), "label": self.target(i), "index": torch.tensor(i), "pool": torch.tensor(self.pools[i])}
