@@ -29,7 +29,7 @@ def test_recipes_select_their_card(make_cfg, recipe):
 
 
 def test_recipe_dir_is_the_recipe_group():
-    assert sorted(p.stem for p in (config_dir() / "recipe").glob("*.yaml")) == ["pathology", "radiology", "satellite"]
+    assert sorted(p.stem for p in (config_dir() / "recipe").glob("*.yaml")) == ["pathology", "radiology", "satellite", "slides"]
 
 
 def test_unknown_recipe_names_the_group(make_cfg):
