@@ -28,7 +28,7 @@ def _is_int(v) -> bool:
 # key -> (test, what is allowed)
 RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.card": (lambda v: isinstance(v, str) and bool(v.strip()),
-                  "a data card: recipe=pathology|radiology|satellite picks a demo, data.card=PATH your own"),
+                  "a data card: recipe=pathology|radiology|satellite|slides picks a demo, data.card=PATH your own"),
     "trainer.max_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "data.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
