@@ -82,6 +82,41 @@ atomic_torch_save({"step": 2, "w": torch.zeros(150_000_000, dtype=torch.uint8)},
 
 
 @pytest.mark.timeout(120)
+def test_signal_between_our_check_and_lightnings_still_checkpoints_and_exits_143(tmp_path):
+    """A SIGTERM landing after the preemption callback's check but before Lightning's own check at
+    the end of the same step makes Lightning raise SIGTERMException (a plain SystemExit, code 0,
+    no checkpoint); the callback must still checkpoint and exit 143."""
+    import pytorch_lightning as pl
+
+    from domainclip.training.reliability.preemption import Preemption
+
+    class Linear(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class LateSignal(pl.Callback):  # runs after Preemption in the same step, as a late signal would
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 2:
+                trainer._signal_connector.received_sigterm = True
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(32, 4)), batch_size=4)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[Preemption(str(tmp_path)), LateSignal()])
+    with pytest.raises(SystemExit) as exit_:
+        trainer.fit(Linear(), data)
+    assert exit_.value.code == 143
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 3  # the step the signal landed in, complete
+
+
 def test_sigterm_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)

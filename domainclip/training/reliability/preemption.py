@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from domainclip.core.distributed import any_rank
 
@@ -54,6 +55,16 @@ class Preemption(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not any_rank(self.requested, trainer.strategy.root_device):
             return
+        self._checkpoint_and_exit(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A signal that lands after this callback's check but before Lightning's own (at the end
+        of the same step) makes Lightning raise ``SIGTERMException``, which would exit 0 with no
+        checkpoint: the step is complete here, so checkpoint it and exit 143 as above."""
+        if isinstance(exception, SIGTERMException) and not isinstance(exception, Preempted):
+            self._checkpoint_and_exit(trainer)
+
+    def _checkpoint_and_exit(self, trainer) -> None:
         trainer.save_checkpoint(str(self.dirpath / "last.ckpt"))
         if trainer.global_rank == 0 and self.requeue and os.environ.get("SLURM_JOB_ID"):
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
