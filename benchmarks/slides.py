@@ -37,11 +37,14 @@ OPTIONS = {"mpp": MPP, "tile_size": TILE, "min_tissue": 0.5}
 
 
 def embedded_backbone():
+    """The embedded default tower, from its shipped config (as the run builds it)."""
+    from omegaconf import OmegaConf
+
+    from domainclip.core.paths import config_dir
     from domainclip.towers import build_tower
 
-    tower = build_tower({"name": "two_tower", "image": {"source": "effnet_lite0", "size": 224},
-                         "text": {"source": "all-minilm-l6-v2"}, "embed_dim": 256}).eval()
-    return tower
+    config = OmegaConf.to_container(OmegaConf.load(config_dir() / "tower" / "lit_effnet_minilm.yaml"))
+    return build_tower(config).eval()
 
 
 def extract(tower, path: str, out: Path) -> float:

@@ -36,7 +36,8 @@ def slide_key(tower_digest: str, path: Path, reader_options: dict, domain: Domai
 
 
 class SlideTiles(Dataset):
-    """Every tissue tile of a list of slides, in slide order: ``(slide index, pixels, x, y)``."""
+    """The tissue tiles of slides, in slide order: pixels, slide index and level-0 ``xy``
+    (``grids[i]`` holds slide ``i``'s tiles; an empty grid skips the slide)."""
 
     def __init__(self, paths: list[Path], grids: list[list[dict]], reader_options: dict, domain: DomainOptions,
                  preprocess: Preprocess):
@@ -61,35 +62,49 @@ def _write_slide(path: Path, features: list[torch.Tensor], coords: list[torch.Te
     tmp.replace(path)
 
 
+def _extract_in_order(backbone, batches, targets: list[Path], todo: set[int]) -> int:
+    """Features of tiles arriving in slide order (batches of ``pixels``, ``slide``, ``xy`` and
+    optionally ``valid``) for the slides in ``todo``; each slide's file is written once its tiles
+    have passed, so only slides in progress are held. Returns the feature width."""
+    pending: dict[int, tuple[list, list]] = {}
+    feature_dim = 1
+    for batch in batches:
+        slides = batch["slide"]
+        rows = torch.tensor([int(s) in todo for s in slides], dtype=torch.bool)
+        if "valid" in batch:  # a stream's padding copies
+            rows &= batch["valid"]
+        for done in [s for s in pending if s < int(slides.min())]:
+            _write_slide(targets[done], *pending.pop(done), feature_dim)
+        if not rows.any():
+            continue
+        feats = backbone(batch["pixels"][rows]).float().cpu()
+        feature_dim = feats.shape[-1]
+        for s in slides[rows].unique().tolist():
+            pick = slides[rows] == s
+            buf = pending.setdefault(s, ([], []))
+            buf[0].append(feats[pick])
+            buf[1].append(batch["xy"][rows][pick])
+    for s, buf in pending.items():
+        _write_slide(targets[s], *buf, feature_dim)
+    return feature_dim
+
+
 @torch.inference_mode()
 def extract_features(backbone, paths: list[Path], targets: list[Path], reader_options: dict, domain: DomainOptions,
                      preprocess: Preprocess, batch_size: int = 64, num_workers: int = 0) -> int:
     """Tile features of every slide in ``paths`` whose ``targets`` file is missing, written to it;
     returns how many slides were extracted. ``backbone`` maps pixels (B, C, S, S) to features
     (B, F). Batches span slides; only the features of slides in progress are held."""
-    todo = [i for i, t in enumerate(targets) if not t.is_file()]
+    todo = {i for i, t in enumerate(targets) if not t.is_file()}
     if not todo:
         return 0
-    grids = [file_cells("wsi", paths[i], reader_options) for i in todo]
-    tiles = SlideTiles([paths[i] for i in todo], grids, reader_options, domain, preprocess)
-    remaining = [len(g) for g in grids]
-    done: dict[int, tuple[list, list]] = {}
-    feature_dim = 0
-    loader = DataLoader(tiles, batch_size=batch_size, num_workers=num_workers)
-    for batch in loader:
-        feats = backbone(batch["pixels"]).float().cpu()
-        feature_dim = feats.shape[-1]
-        for s in batch["slide"].unique().tolist():
-            rows = batch["slide"] == s
-            buf = done.setdefault(s, ([], []))
-            buf[0].append(feats[rows])
-            buf[1].append(batch["xy"][rows])
-            remaining[s] -= int(rows.sum())
-            if remaining[s] == 0:
-                _write_slide(targets[todo[s]], *done.pop(s), feature_dim)
-    for s, n in enumerate(remaining):  # slides without any tissue tile
-        if n == 0 and not targets[todo[s]].is_file():
-            _write_slide(targets[todo[s]], [], [], feature_dim or 1)
+    grids = [file_cells("wsi", p, reader_options) if i in todo else [] for i, p in enumerate(paths)]
+    tiles = SlideTiles(paths, grids, reader_options, domain, preprocess)
+    feature_dim = _extract_in_order(backbone, DataLoader(tiles, batch_size=batch_size, num_workers=num_workers),
+                                    targets, todo)
+    for i in todo:  # slides without any tissue tile
+        if not targets[i].is_file():
+            _write_slide(targets[i], [], [], feature_dim)
     return len(todo)
 
 
@@ -99,23 +114,8 @@ def extract_stream(backbone, stream, targets: list[Path], batch_size: int = 64) 
     slide index and ``xy``: features of the slides whose ``targets`` file is missing; returns how
     many slides were extracted."""
     todo = {i for i, t in enumerate(targets) if not t.is_file()}
-    pending: dict[int, tuple[list, list]] = {}
-    feature_dim = 1
-    for batch in DataLoader(stream, batch_size=batch_size):
-        rows = batch["valid"] & torch.tensor([int(s) in todo for s in batch["slide"]], dtype=torch.bool)
-        for done in [s for s in pending if s < int(batch["slide"].min())]:  # slides whose tiles have all passed
-            _write_slide(targets[done], *pending.pop(done), feature_dim)
-        if not rows.any():
-            continue
-        feats = backbone(batch["pixels"][rows]).float().cpu()
-        feature_dim = feats.shape[-1]
-        for s in batch["slide"][rows].unique().tolist():
-            pick = batch["slide"][rows] == s
-            buf = pending.setdefault(s, ([], []))
-            buf[0].append(feats[pick])
-            buf[1].append(batch["xy"][rows][pick])
-    for s, buf in pending.items():
-        _write_slide(targets[s], *buf, feature_dim)
+    if todo:
+        _extract_in_order(backbone, DataLoader(stream, batch_size=batch_size), targets, todo)
     return len(todo)
 
 

@@ -80,8 +80,9 @@ def write_slide_gallery(report_dir: Path, model, data: CardData, dataset: BagDat
     cases = []
     for n, (k, kind, row) in enumerate(pick_cases(probs, test.targets)):
         record = records[row]
-        _, weights = model.bag_outputs(BagDataset.collate([dataset[row]]))
-        coords = dataset[row]["coords"]
+        item = dataset[row]
+        _, weights = model.bag_outputs(BagDataset.collate([item]))
+        coords = item["coords"]
         slide = open_slide(str(record.path), options.get("backend", "tiffslide"))
         thumb = np.asarray(slide.get_thumbnail((THUMB_SIDE, THUMB_SIDE)).convert("RGB"))
         scale = thumb.shape[1] / slide.dimensions[0]

@@ -10,19 +10,16 @@ import torch
 
 from domainclip.core.errors import ReadError
 from domainclip.data.bags import TILE_MASK
-from domainclip.data.expand import cell_side, file_cells
+from domainclip.data.expand import cell_side
 
 
 @torch.inference_mode()
 def slide_bag(predictor, path: str | Path, batch_size: int = 64) -> dict[str, torch.Tensor]:
     """``features`` (n, F) and level-0 ``coords`` (n, 2) of every tissue tile of ``path``."""
-    if predictor.reader != "wsi":
-        raise ReadError(path, "input", f"the bundle reads {predictor.reader} files, not whole slides",
+    cells = predictor.cells(path) if predictor.reader == "wsi" else None  # refuses a slide with no tissue tile
+    if cells is None:
+        raise ReadError(path, "input", f"not a whole slide for this bundle (it reads {predictor.reader} files)",
                         "use predict() for this bundle")
-    cells = file_cells("wsi", path, predictor.reader_options)
-    if not cells:
-        raise ReadError(path, "grid", "no tile passes the run's tissue threshold",
-                        "check the slide, or lower reader.options.min_tissue in the run's card")
     feats = [predictor.model.image_features(pixels).float() for pixels in predictor._cell_batches(path, cells, batch_size)]
     coords = torch.tensor([[c["x"], c["y"]] for c in cells], dtype=torch.long)
     return {"features": torch.cat(feats), "coords": coords}

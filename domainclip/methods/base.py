@@ -50,10 +50,14 @@ def scaled_similarity(tower: Tower, image_emb: torch.Tensor, class_emb: torch.Te
     return tower.logit_scale * sims + (tower.logit_bias if tower.logit_bias is not None else 0.0)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the valid tiles: values (B, N, ...) and mask (B, N) -> (B, ...)."""
-    weights = mask.to(values.dtype) / mask.sum(1, keepdim=True).clamp(min=1).to(values.dtype)
-    return torch.einsum("bn,bn...->b...", weights, values)
+def uniform_weights(mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) weights of a mean over each bag's valid tiles (``mask`` (B, N))."""
+    return mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
+
+
+def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Per bag, the tiles' values (B, N, ...) summed with ``weights`` (B, N) -> (B, ...)."""
+    return torch.einsum("bn,bn...->b...", weights.to(values.dtype), values)
 
 
 class Method:
@@ -143,16 +147,13 @@ class Method:
         cls = class_emb if class_emb is not None else self.class_embeddings(model, prompts, img)
         return scaled_similarity(model.tower, img, cls)
 
-
     def bag_outputs(self, model, batch: dict, prompts: PromptSet,
                     class_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Slide logits (B, K) of a batch of bags and each tile's weight in them (B, N): the mean
         of the tiles' zero-shot logits, every valid tile weighing the same."""
-        mask = batch[TILE_MASK]
         cls = class_emb if class_emb is not None else self.class_embeddings(model, prompts)
-        tiles = scaled_similarity(model.tower, model.embed_images(batch), cls)
-        weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
-        return masked_mean(tiles, mask), weights
+        weights = uniform_weights(batch[TILE_MASK])
+        return weighted_sum(weights, scaled_similarity(model.tower, model.embed_images(batch), cls)), weights
 
     def classification_inputs(self, model, batch: dict, prompts: PromptSet) -> tuple:
         """(logits, targets, valid) that the classification objective's loss compares."""

@@ -26,7 +26,7 @@ from torch import nn
 from domainclip.core.errors import ConfigError
 from domainclip.core.fileio import load_safetensors
 from domainclip.data.bags import TILE_MASK
-from domainclip.methods.base import METHODS, Method, PromptSet, masked_mean
+from domainclip.methods.base import METHODS, Method, PromptSet, scaled_similarity, uniform_weights, weighted_sum
 
 MIL_FILE = "mil.safetensors"
 POOLS = ("mean", "topk", "abmil", "tile_label")
@@ -61,8 +61,7 @@ class TextInitClassifier(nn.Module):
         self.weight = nn.Parameter(class_emb.detach().clone().float())
 
     def forward(self, tower, emb: torch.Tensor) -> torch.Tensor:
-        logits = tower.logit_scale * (emb @ self.weight.t().to(emb.dtype))
-        return logits + (tower.logit_bias if tower.logit_bias is not None else 0.0)
+        return scaled_similarity(tower, emb, self.weight.to(emb.dtype))
 
 
 @METHODS.register("mil")
@@ -98,13 +97,12 @@ class MIL(Method):
             return F.normalize(model.adapters["classifier"].weight, dim=-1)
         return super().class_embeddings(model, prompts, image_emb)
 
-    def _tile_logits(self, model, batch: dict, prompts: PromptSet, class_emb) -> tuple[torch.Tensor, torch.Tensor]:
-        tiles = model.embed_images(batch)
+    def _tile_logits(self, model, tiles: torch.Tensor, prompts: PromptSet, class_emb) -> torch.Tensor:
+        """(B, N, K) logits of each tile embedding: the trained classifier, else the prompts."""
         if "classifier" in model.adapters:
-            return tiles, model.adapters["classifier"](model.tower, tiles)
+            return model.adapters["classifier"](model.tower, tiles)
         cls = class_emb if class_emb is not None else super().class_embeddings(model, prompts)
-        return tiles, model.tower.logit_scale * (tiles @ cls.t()) + (
-            model.tower.logit_bias if model.tower.logit_bias is not None else 0.0)
+        return scaled_similarity(model.tower, tiles, cls)
 
     def bag_outputs(self, model, batch: dict, prompts: PromptSet, class_emb=None):
         """Slide logits (B, K) and each tile's weight (B, N): the attention for ``abmil``, the
@@ -113,16 +111,15 @@ class MIL(Method):
         if TILE_MASK not in batch:
             raise ConfigError("method=mil scores whole slides: set label_level: slide in the data card")
         batch = self.sample_tiles(batch, model.training)
-        mask = batch[TILE_MASK]
-        tiles, tile_logits = self._tile_logits(model, batch, prompts, class_emb)
+        mask, tiles = batch[TILE_MASK], model.embed_images(batch)
         if self.pool == "abmil":
             attention = model.adapters["attention"](tiles, mask)
-            pooled = torch.einsum("bn,bnd->bd", attention.to(tiles.dtype), tiles)
-            return model.adapters["classifier"](model.tower, pooled), attention
+            return model.adapters["classifier"](model.tower, weighted_sum(attention, tiles)), attention
+        tile_logits = self._tile_logits(model, tiles, prompts, class_emb)
         if self.pool == "topk":
             return topk_pool(tile_logits, mask, self.topk)
-        weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
-        return masked_mean(tile_logits, mask), weights
+        weights = uniform_weights(mask)
+        return weighted_sum(weights, tile_logits), weights
 
     def logits(self, model, batch, prompts, class_emb=None):
         return self.bag_outputs(model, batch, prompts, class_emb)[0]
@@ -135,7 +132,7 @@ class MIL(Method):
         mask = batch[TILE_MASK]
         if "valid" in batch:
             mask = mask & batch["valid"][:, None]
-        _, tile_logits = self._tile_logits(model, batch, prompts, None)
+        tile_logits = self._tile_logits(model, model.embed_images(batch), prompts, None)
         labels = batch["label"][:, None].expand(*mask.shape[:2], *batch["label"].shape[1:])
         return tile_logits.flatten(0, 1), labels.flatten(0, 1), mask.flatten()
 

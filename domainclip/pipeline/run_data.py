@@ -53,19 +53,17 @@ def feature_dir(cfg: DictConfig) -> Path:
 
 def slide_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_ids: dict) -> tuple[dict, dict]:
     """One bag of cached tile features per slide, per split (tiles extracted once per slide)."""
-    card, model = data.card, task.model
+    card, model, digest, directory = data.card, task.model, task.tower.weights_digest(), feature_dir(cfg) / "slides"
     domain = DomainOptions.from_dict(card.transforms)
     out, hits = {}, {}
     streams = slide_shard_streams(cfg, data, task.tower) if cfg.data.get("source", "files") == "shards" else None
     for split, recs in data.splits.items():
         if streams is not None:
-            files, hits[split] = shard_bags(model, task.tower.weights_digest(), streams[split], len(recs),
-                                            feature_dir(cfg) / "slides", cfg.eval.batch_size)
-            out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
-            continue
-        files, hits[split] = cached_bags(model.image_features, task.tower.weights_digest(), recs, card.reader.options,
-                                         domain, task.tower.preprocess, feature_dir(cfg) / "slides",
-                                         batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers)
+            files, hits[split] = shard_bags(model, digest, streams[split], len(recs), directory, cfg.eval.batch_size)
+        else:
+            files, hits[split] = cached_bags(model.image_features, digest, recs, card.reader.options, domain,
+                                             task.tower.preprocess, directory, batch_size=cfg.eval.batch_size,
+                                             num_workers=cfg.data.num_workers)
         out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
     return out, hits
 

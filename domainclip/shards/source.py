@@ -10,20 +10,25 @@ from domainclip.shards.manifest import load_manifest, transform_digest
 from domainclip.transforms.pipeline import DomainOptions
 
 
+def checked_manifest(cfg, data, tower) -> tuple[Path, dict]:
+    """``data.shards`` and its manifest, verified against the card's digest and the transform the
+    tower's preprocessing implies."""
+    if not cfg.data.get("shards"):
+        raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")
+    directory, card, pre = Path(cfg.data.shards), data.card, tower.preprocess
+    dtype = load_manifest(directory, verify=False, card_ref=str(cfg.data.card)).get("dtype", "float16")
+    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, pre.size, dtype,
+                                f"{pre.resize_mode}/{pre.interpolation}")
+    return directory, load_manifest(directory, data.digest, expected, card_ref=str(cfg.data.card))
+
+
 def shard_datasets(cfg, data, tower, pool_ids: dict, ordered: bool = False) -> dict[str, ShardStream]:
     """One stream per split of ``cfg.data.shards``. Training shuffles (shard order + buffer, seeded)
     and is split over ranks and workers; evaluation splits (and ``ordered=True``, used to compute
     cached features) stream every sample in index order."""
 
-    if not cfg.data.get("shards"):
-        raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")
-    directory, card = Path(cfg.data.shards), data.card
-    dtype = load_manifest(directory, verify=False, card_ref=str(cfg.data.card)).get("dtype", "float16")
-    pre = tower.preprocess
-    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, pre.size, dtype,
-                                f"{pre.resize_mode}/{pre.interpolation}")
-    manifest = load_manifest(directory, data.digest, expected, card_ref=str(cfg.data.card))
-    pre, domain = tower.preprocess, DomainOptions.from_dict(card.transforms)
+    directory, manifest = checked_manifest(cfg, data, tower)
+    card, pre, domain = data.card, tower.preprocess, DomainOptions.from_dict(data.card.transforms)
     out = {}
     for split in data.splits:
         train = split == "train" and not ordered
@@ -39,13 +44,8 @@ def shard_datasets(cfg, data, tower, pool_ids: dict, ordered: bool = False) -> d
 def slide_shard_streams(cfg, data, tower) -> dict[str, ShardStream]:
     """Slide-level cards: per split, the shard set's tiles in order (each with its slide and
     level-0 position), checked against the card (same digest, transform and slide counts)."""
-    if not cfg.data.get("shards"):
-        raise ConfigError("data.source=shards needs data.shards=DIR (build it: python -m domainclip.shards build CARD out=DIR)")
-    directory, card, pre = Path(cfg.data.shards), data.card, tower.preprocess
-    dtype = load_manifest(directory, verify=False, card_ref=str(cfg.data.card)).get("dtype", "float16")
-    expected = transform_digest(card.reader.name, card.reader.options, card.transforms, pre.size, dtype,
-                                f"{pre.resize_mode}/{pre.interpolation}")
-    manifest = load_manifest(directory, data.digest, expected, card_ref=str(cfg.data.card))
+    directory, manifest = checked_manifest(cfg, data, tower)
+    card, pre = data.card, tower.preprocess
     if manifest.get("label_level") != "slide":
         raise ConfigError(f"data.shards={directory}: built from tiles labelled per tile; rebuild it from this "
                           "slide-level card (python -m domainclip.shards build CARD out=DIR)")
