@@ -6,6 +6,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist runs one worker per core: one thread each,
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the runs and ranks a test launches
 
 from pathlib import Path  # noqa: E402
 
@@ -13,6 +15,15 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from domainclip.core.paths import config_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_worker():
+    """Two xdist workers on two cores each take one core (torch would start a thread per core)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
