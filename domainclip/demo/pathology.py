@@ -63,7 +63,15 @@ def _lymphocytes(rng) -> np.ndarray:
     return _blend(img, HEMATOXYLIN * 0.8, _nuclei(rng, 260, 2.0, 3.2))
 
 
-DRAW = {"tumour": _tumour, "stroma": _stroma, "adipose": _adipose, "lymphocytes": _lymphocytes}
+def _histiocytes(rng) -> np.ndarray:
+    """Sinus histiocytosis (the slide demo's mimic of tumour): lymphocytes among large, pale,
+    vesicular nuclei."""
+    pale = HEMATOXYLIN * 0.55 + EOSIN * 0.45
+    return _blend(_lymphocytes(rng), pale * rng.uniform(0.9, 1.1), _nuclei(rng, int(rng.integers(20, 32)), 3.5, 6.5))
+
+
+DRAW = {"tumour": _tumour, "stroma": _stroma, "adipose": _adipose, "lymphocytes": _lymphocytes,
+        "histiocytes": _histiocytes}  # the tile demo draws CLASSES; the slide demo also histiocytes
 
 
 def render_tile(label: str, rng: np.random.Generator) -> np.ndarray:

@@ -3,9 +3,12 @@
 Each slide is a JPEG-tiled pyramidal TIFF (levels at 0.5, 1.0 and 2.0 µm/px) that tiffslide
 reads like a scanner's file: an irregular tissue section on white glass made of stroma, adipose
 tissue and lymphocyte aggregates (the tile demo's textures, drawn at 1.0 µm/px), with the
-slide's own staining (haematoxylin and eosin amounts vary by up to 30%). A positive slide also carries one or two tumour regions covering 2-10% of its
-tissue, so most of a positive slide's tiles are normal tissue (as in CAMELYON). Each patient has
-two slides; a patient's slides share the label half of the time.
+slide's own staining (haematoxylin and eosin amounts vary by up to 30%). Every slide, whatever its
+label, also holds sinus histiocytosis over 0-30% of its tissue: lymphocytes with scattered large
+pale nuclei, the classic benign mimic of metastatic carcinoma in a lymph node. A positive slide
+carries one or two tumour regions covering 2-10% of its tissue, so most of a positive slide's
+tiles are normal tissue (as in CAMELYON). Each patient has two slides; a patient's slides share
+the label half of the time.
 
 Beside the slides, ``masks/<slide>.png`` holds the ground truth at 1.0 µm/px (``MASK_MPP``):
 1 where tumour was drawn, 0 on other tissue, 255 on glass.
@@ -25,9 +28,10 @@ BASE_MPP = 0.5
 MASK_MPP = 1.0
 LEVEL_DOWNSAMPLES = (1, 2, 4)
 TUMOUR_SHARE = (0.02, 0.10)  # of the tissue, on positive slides
-NORMAL = ("stroma", "adipose", "lymphocytes")
+MIMIC_SHARE = (0.0, 0.30)  # sinus histiocytosis, of the tissue, on every slide
+NORMAL = ("stroma", "adipose", "lymphocytes", "histiocytes")
 SITES = {  # patients, stain gain, blur, noise
-    "A": {"patients": 24, "stain": (1.0, 1.0, 1.0), "blur": 0.0, "noise": 5.0},
+    "A": {"patients": 48, "stain": (1.0, 1.0, 1.0), "blur": 0.0, "noise": 5.0},
     "B": {"patients": 8, "stain": (0.72, 0.82, 1.10), "blur": 1.2, "noise": 10.0},
 }
 
@@ -71,6 +75,14 @@ def normal_classes(rng) -> np.ndarray:
     return fields.argmax(0)
 
 
+def mimic_regions(rng, tissue: np.ndarray, share: float) -> np.ndarray:
+    """Patches of sinus histiocytosis covering about ``share`` of ``tissue``."""
+    field = _smooth_field(rng, 25)
+    if share <= 0:
+        return np.zeros_like(tissue)
+    return (field > np.quantile(field[tissue], 1 - share)) & tissue
+
+
 def restain(img: np.ndarray, h_gain: float, e_gain: float) -> np.ndarray:
     """The slide's own staining: optical densities split on the demo's haematoxylin and eosin
     colours (least squares, as colour deconvolution does), each scaled, recombined."""
@@ -86,7 +98,8 @@ def render_slide(rng, site: dict, positive: bool) -> tuple[np.ndarray, np.ndarra
     """The slide's RGB image at ``MASK_MPP`` and its ground truth (1 tumour, 0 tissue, 255 glass)."""
     tissue = tissue_section(rng)
     tumour = tumour_regions(rng, tissue, rng.uniform(*TUMOUR_SHARE)) if positive else np.zeros_like(tissue)
-    kind = np.where(tumour, len(NORMAL), normal_classes(rng))
+    mimic = mimic_regions(rng, tissue, rng.uniform(*MIMIC_SHARE))
+    kind = np.where(tumour, len(NORMAL), np.where(mimic, NORMAL.index("histiocytes"), normal_classes(rng)))
     names = (*NORMAL, "tumour")
     img = np.broadcast_to(WHITE, (SIDE, SIDE, 3)).copy()
     for by in range(0, SIDE, TILE):
