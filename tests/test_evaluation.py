@@ -121,6 +121,29 @@ def test_group_aggregation_on_a_hand_made_case():
     assert aggregate_groups(probs, torch.tensor([0, 1, 1, 1, 1]), groups) is None  # mixed labels in A
 
 
+def test_any_slide_rule_labels_patients_and_scores_their_most_suspicious_slide():
+    """eval.group_label=any:tumour against pandas: a patient has tumour when any slide does and is
+    scored by the slide with the highest tumour probability; the patient AUROC is scikit-learn's."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n, groups = 90, [f"P{i // 3}" for i in range(90)]  # three slides per patient
+    y = torch.tensor(rng.random(n) < 0.3).long()
+    p_tumour = np.clip(0.35 * y.numpy() + rng.uniform(0, 0.65, n), 0, 1)
+    probs = torch.tensor(np.stack([1 - p_tumour, p_tumour], 1), dtype=torch.float32)
+    assert aggregate_groups(probs, y, groups) is None  # slides of a patient disagree: unanimous has no label
+    p, labels, ids = aggregate_groups(probs, y, groups, "mean", positive=1)
+    frame = pd.DataFrame({"g": groups, "y": y.numpy(), "p": probs[:, 1].numpy()}).groupby("g", sort=False).max()
+    assert ids == list(frame.index) and labels.tolist() == frame["y"].tolist()
+    np.testing.assert_allclose(p[:, 1].numpy(), frame["p"].to_numpy())
+    torch.testing.assert_close(p.sum(1), torch.ones(len(ids)))
+    s = EvalSettings(bootstrap=0, group_label="any:tumour")
+    report = evaluate_model(Predictions(probs.log(), y, groups), Predictions(probs.log(), y, groups),
+                            ["normal", "tumour"], s, locked=(1.0, {"normal": 0.5, "tumour": 0.5}))
+    assert report["group_level"]["n"] == 30 and report["group_level"]["group_label"] == "any:tumour"
+    assert report["group_level"]["macro_auroc"] == pytest.approx(roc_auc_score(frame["y"], frame["p"]), abs=1e-6)
+
+
 def test_retrieval_ranks():
     img = torch.eye(3)  # sims[i, j] = txt[j, i]; the positive ranks are 1, 3 and 2 both ways
     txt = torch.tensor([[1.0, 0.1, 0.0], [0.5, 0.0, 1.0], [0.0, 1.0, 0.5]])

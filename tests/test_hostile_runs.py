@@ -148,6 +148,7 @@ def test_truncated_checkpoint_is_one_line(tmp_path, make_cfg):
     ("+loss.temperature=2", ("loss.temperature: not a key of loss 'clip'", "local_loss")),
     ("method=lorax", ("method/lorax", "Available options in 'method': cocoop, coop")),
     ("data.card=???", ("data.card is not set", "recipe=pathology")),
+    ("eval.group_label=majority", ("eval.group_label='majority'", "any:CLASS")),
 ])
 def test_bad_config_values_fail_before_any_data_is_read(tmp_path, override, needles, monkeypatch, capsys):
     """The entry point's own ``main`` in this process (``python -m domainclip`` calls nothing else
@@ -192,6 +193,13 @@ def test_class_missing_from_test_is_refused_before_training(tmp_path, make_cfg):
 def test_external_card_with_other_classes_is_refused_before_training(make_cfg):
     cfg = make_cfg("recipe=pathology", "eval.external_cards=[demo_satellite]", *FAST)
     with pytest.raises(CardError, match="demo_satellite.yaml: eval.external_cards needs the same task and classes"):
+        run(cfg)
+    assert not (Path(cfg.run_dir) / "checkpoints").exists()
+
+
+def test_group_label_naming_no_class_of_the_card_is_refused_before_training(make_cfg):
+    cfg = make_cfg("recipe=pathology", "eval.group_label=any:metastasis", *FAST)
+    with pytest.raises(ConfigError, match="eval.group_label='any:metastasis'.*one of tumour, stroma, adipose, lymphocytes"):
         run(cfg)
     assert not (Path(cfg.run_dir) / "checkpoints").exists()
 

@@ -202,6 +202,10 @@ def test_slide_run_reports_patient_level_metrics_and_exports(slide_run, small_sl
     lo, hi = metrics["clinical"]["image_level"]["macro_auroc_ci"]
     assert 0 <= lo <= metrics["clinical"]["image_level"]["macro_auroc"] <= hi <= 1
     assert metrics["zero_shot_after"]["test"]["top1"] >= metrics["zero_shot_before"]["test"]["top1"]
+    patients = metrics["clinical"]["group_level"]  # the recipe's eval.group_label: any:tumour
+    test = load_card_data(small_slides / "card.yaml").splits["test"]
+    assert patients["group_label"] == "any:tumour" and patients["n"] == len({r.group for r in test})
+    assert 0 <= patients["macro_auroc_ci"][0] <= patients["macro_auroc"] <= patients["macro_auroc_ci"][1] <= 1
     bundle = slide_run.bundle_dir
     assert (bundle / "mil.safetensors").is_file()
 

@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
 )
 
-from domainclip.evaluation.aggregate import aggregate_groups
+from domainclip.evaluation.aggregate import aggregate_groups, group_positive
 from domainclip.evaluation.bootstrap import metrics_with_cis, paired_bootstrap
 from domainclip.evaluation.calibration import (
     brier_score,
@@ -52,6 +52,7 @@ class EvalSettings:
     target_sensitivity: float = 0.95
     aggregate: str = "mean"
     topk: int = 5
+    group_label: str = "unanimous"
     subgroups: list[str] = field(default_factory=list)
     conformal_alpha: float = 0.1
 
@@ -118,12 +119,15 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
         "conformal": conformal_sets(val, test, raw, class_names, s, locked_sets),
     }
     report["flags"] = evaluation_flags(val, temperature, report["calibration"], class_names, locked is not None)
-    grouped = aggregate_groups(probs, test.targets, test.groups, s.aggregate, s.topk)
+    grouped = aggregate_groups(probs, test.targets, test.groups, s.aggregate, s.topk,
+                               group_positive(s.group_label, class_names))
     if grouped is None:
-        report["group_level"] = {"note": "labels vary within groups: no single group label to score"}
+        report["group_level"] = {"note": "labels vary within groups: no single group label to score "
+                                         "(eval.group_label=any:CLASS labels a group by any of its samples)"}
     else:
         gp, gy, ids = grouped
-        report["group_level"] = {"n": len(ids), "aggregate": s.aggregate, **with_cis(gp, gy, ids, s)}
+        report["group_level"] = {"n": len(ids), "aggregate": s.aggregate, "group_label": s.group_label,
+                                 **with_cis(gp, gy, ids, s)}
     return report
 
 

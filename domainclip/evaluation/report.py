@@ -40,7 +40,8 @@ def clinical_section(clinical: dict, comparison: dict, class_names: list[str]) -
     head = "| level | n | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys)
     rows = [f"| image | {clinical['n']} | " + " | ".join(_ci(img, k) for k in keys) + " |"]
     grp = clinical["group_level"]
-    rows.append(f"| group ({grp.get('aggregate', '-')}) | {grp.get('n', '-')} | " + " | ".join(_ci(grp, k) for k in keys) + " |"
+    rule = grp.get("aggregate", "-") if grp.get("group_label", "unanimous") == "unanimous" else grp["group_label"]
+    rows.append(f"| group ({rule}) | {grp.get('n', '-')} | " + " | ".join(_ci(grp, k) for k in keys) + " |"
                 if "n" in grp else f"| group | - | {grp['note']} |")
     per_class = "| class | AUROC | AUPRC | threshold | sensitivity | specificity | PPV | NPV |\n|---|---|---|---|---|---|---|---|"
     for c in class_names:

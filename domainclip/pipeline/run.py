@@ -21,6 +21,7 @@ from domainclip.data.card_checks import check_bands_to_rgb
 from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import classification_metrics
+from domainclip.evaluation.aggregate import group_positive
 from domainclip.evaluation.clinical import EvalSettings
 from domainclip.evaluation.evaluators import evaluator_for
 from domainclip.evaluation.gallery import write_gallery
@@ -121,6 +122,7 @@ def setup(cfg: DictConfig) -> RunParts:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     timings, t0 = {}, time.perf_counter()
     data = load_card_data(cfg.data.card, Path(cfg.data.demo_dir) if cfg.data.demo_dir else None, cfg.data.on_error)
+    group_positive(cfg.eval.get("group_label"), data.class_names)  # a class the card has, before any work
     warnings = []
     if cfg.data.get("shots"):
         warnings += short_classes(data, int(cfg.data.shots))

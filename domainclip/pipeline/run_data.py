@@ -113,5 +113,6 @@ def eval_settings(cfg: DictConfig, data: CardData) -> EvalSettings:
     e = cfg.eval
     return EvalSettings(bootstrap=int(e.bootstrap), seed=int(e.seed), calibrate=bool(e.calibrate),
                         operating_point=e.operating_point, target_sensitivity=float(e.target_sensitivity),
-                        aggregate=e.aggregate, topk=int(e.topk), subgroups=[*data.card.subgroups, *e.subgroups],
+                        aggregate=e.aggregate, topk=int(e.topk), group_label=e.get("group_label", "unanimous"),
+                        subgroups=[*data.card.subgroups, *e.subgroups],
                         conformal_alpha=float(e.get("conformal_alpha", 0.1)))
