@@ -17,6 +17,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from domainclip.core.paths import config_dir  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, one thread per worker, set in the controller before the workers start,
+    so every library in them (torch, numpy's BLAS) reads the same count at import."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread_per_worker():
     """Two xdist workers on two cores each take one core (torch would start a thread per core)."""

@@ -317,3 +317,38 @@ def test_slide_bags_from_shards_match_the_files(small_slides, slide_run, tmp_pat
         a, b = from_files.bag(i), from_shards.bag(i)
         assert torch.equal(a["coords"], b["coords"])
         torch.testing.assert_close(b["features"], a["features"], atol=0.05, rtol=0.05)
+
+
+def test_mil_through_a_lora_adapted_tower(small_slides, tiny_clip_dir, tmp_path):
+    """Adaptation, then slides: LoRA adapts the tower on tiles (a tile-level run, merged at
+    export), and MIL scores slides through the adapted tower (`tower.path=BUNDLE/merged`). The
+    slide features are extracted anew under the adapted weights' digest, and the slide model
+    embeds a tile exactly as the LoRA bundle does, which the base tower does not."""
+    from hydra import compose, initialize_config_dir
+    from transformers import CLIPModel
+
+    import domainclip
+    from domainclip.core.paths import config_dir
+    from domainclip.pipeline.run import run
+
+    quick = ["trainer.enable_progress_bar=false", "eval.bootstrap=0", "eval.gallery=false", "eval.external_cards=[]"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        tiles = compose("config", overrides=["recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}",
+                                             "method.sides=[image,text]", "method.lr=0.05", "export.merge=true",
+                                             "trainer.max_epochs=1", f"run_dir={tmp_path / 'lora'}", *quick])
+        lora = run(tiles).bundle_dir
+        slides = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}",
+                                              "tower=hf_clip", f"tower.path={lora / 'merged'}", "trainer.max_epochs=2",
+                                              f"data.feature_cache_dir={tmp_path / 'features'}",
+                                              f"run_dir={tmp_path / 'mil'}", *quick])
+        mil = run(slides).bundle_dir
+    assert len(list((tmp_path / "features" / "slides").glob("*.safetensors"))) == 2 * PATIENTS
+    tile = torch.rand(4, 3, 32, 32)
+    slide_model, adapted = domainclip.load_bundle(mil), domainclip.load_bundle(lora)
+    with torch.inference_mode():
+        ours, expected = slide_model.embed_images(tile), adapted.embed_images(tile)
+        clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+        base = clip.visual_projection(clip.vision_model(pixel_values=tile).pooler_output)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+    assert (torch.nn.functional.normalize(base, dim=-1) - expected).abs().max() > 1e-3  # LoRA moved the tower
+    assert json.loads((mil / "metadata.json").read_text())["method"]["config"]["pool"] == "abmil"
