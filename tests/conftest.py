@@ -6,8 +6,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
-if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist runs one worker per core: one thread each,
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the runs and ranks a test launches
 
 from pathlib import Path  # noqa: E402
 
@@ -18,19 +16,11 @@ from domainclip.core.paths import config_dir  # noqa: E402
 
 
 def pytest_configure(config):
-    """Under pytest-xdist, one thread per worker, set in the controller before the workers start,
-    so every library in them (torch, numpy's BLAS) reads the same count at import."""
+    """Under pytest-xdist, one thread per worker (one worker per core), set in the controller
+    before the workers start: every library in them (torch, numpy's BLAS) and every run or rank a
+    test launches reads the same count."""
     if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread_per_worker():
-    """Two xdist workers on two cores each take one core (torch would start a thread per core)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
-        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

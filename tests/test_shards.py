@@ -68,19 +68,9 @@ def run_metrics(make_cfg, tmp_path, name, *extra):
     return run(cfg).metrics
 
 
-@pytest.fixture
-def two_threads():
-    """The runs below at torch's thread count on a 2-core machine, whatever the test worker's: the
-    borderline images of the comparison depend on the order of float sums."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("method", ["lora", "linear_probe"])
-def test_training_on_shards_matches_training_on_files(method, make_cfg, tmp_path, pathology_shards, two_threads):
+def test_training_on_shards_matches_training_on_files(method, make_cfg, tmp_path, pathology_shards):
     files = run_metrics(make_cfg, tmp_path, "files", f"method={method}")
     shards = run_metrics(make_cfg, tmp_path, "shards", f"method={method}", "data.source=shards",
                          f"data.shards={pathology_shards}")

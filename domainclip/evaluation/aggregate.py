@@ -8,11 +8,16 @@ from domainclip.core.errors import ConfigError
 GROUP_LABEL_RULES = "unanimous, or any:CLASS (a group is CLASS when any of its samples is)"
 
 
+def any_rule_class(rule) -> str | None:
+    """CLASS of an ``eval.group_label`` rule ``any:CLASS``; None for anything else."""
+    return rule[len("any:"):] or None if isinstance(rule, str) and rule.startswith("any:") else None
+
+
 def group_positive(rule: str | None, class_names: list[str]) -> int | None:
     """The class index named by an ``eval.group_label`` rule ``any:CLASS``; None for ``unanimous``."""
     if rule in (None, "unanimous"):
         return None
-    name = rule[len("any:"):] if isinstance(rule, str) and rule.startswith("any:") else None
+    name = any_rule_class(rule)
     if name not in class_names:
         raise ConfigError(f"eval.group_label={rule!r} is not allowed: expected {GROUP_LABEL_RULES}, with CLASS one of "
                           f"{', '.join(class_names)}")

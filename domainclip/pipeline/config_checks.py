@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from domainclip.core.errors import ConfigError
-from domainclip.evaluation.aggregate import GROUP_LABEL_RULES
+from domainclip.evaluation.aggregate import GROUP_LABEL_RULES, any_rule_class
 from domainclip.methods import METHODS
 from domainclip.towers.base import tower_class
 from domainclip.training.losses import LOSSES
@@ -41,8 +41,7 @@ RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "eval.target_sensitivity": (lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
     "eval.aggregate": (lambda v: v in ("mean", "topk"), "mean or topk"),
     "eval.topk": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "eval.group_label": (lambda v: v == "unanimous" or (isinstance(v, str) and v.startswith("any:") and len(v) > 4),
-                         GROUP_LABEL_RULES),
+    "eval.group_label": (lambda v: v == "unanimous" or any_rule_class(v) is not None, GROUP_LABEL_RULES),
     "eval.splits": (lambda v: isinstance(v, list) and set(v) <= set(EVAL_SPLITS), f"a list from {list(EVAL_SPLITS)}"),
     "eval.conformal_alpha": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
                              "a number in (0, 1), e.g. 0.1 for 90% coverage"),
