@@ -73,3 +73,25 @@ def test_one_evaluator_per_task_behind_one_interface():
                                torch.sigmoid((logits - torch.tensor(bias, dtype=logits.dtype)) / 2))
     assert (single.indicators(torch.tensor(Y_SINGLE), K) == np.eye(K, dtype=int)[Y_SINGLE]).all()
     assert (multi.indicators(torch.tensor(Y_MULTI), K) == Y_MULTI).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 80, 500])
+def test_ranks_and_aurocs_equal_scipy_and_scikit_learn_with_ties(n):
+    """The bootstrap's rank kernel against scipy's ``rankdata``, and the AUROC on it against
+    scikit-learn, on scores with many ties (rounded) and without, and a column of one class."""
+    from scipy.stats import rankdata
+
+    from domainclip.evaluation.scores import average_ranks, column_aurocs
+
+    rng = np.random.default_rng(n)
+    for scores in (rng.normal(size=(n, 3)), np.round(rng.random((n, 3)) * 4) / 4):
+        np.testing.assert_array_equal(average_ranks(scores), rankdata(scores, axis=0))
+        truth = (rng.random((n, 3)) < 0.4).astype(int)
+        truth[:, 2] = 1  # no negatives: undefined
+        got = column_aurocs(scores, truth)
+        assert np.isnan(got[2])
+        for k in range(2):
+            if 0 < truth[:, k].sum() < n:
+                assert got[k] == pytest.approx(roc_auc_score(truth[:, k], scores[:, k]), abs=1e-12)
+            else:
+                assert np.isnan(got[k])

@@ -27,7 +27,10 @@ def group_bootstrap_ci(metric: Callable[[np.ndarray], float], groups: list[str],
 
     Resamples where the metric is undefined (NaN, e.g. one class only) are skipped.
     """
-    values = [metric(idx) for idx in _resamples(groups, n_resamples, seed)]
+    return _percentile_ci([metric(idx) for idx in _resamples(groups, n_resamples, seed)], level)
+
+
+def _percentile_ci(values: list[float], level: float) -> tuple[float, float]:
     values = np.asarray([v for v in values if v == v])
     if not len(values):
         return float("nan"), float("nan")
@@ -78,9 +81,10 @@ def metrics_with_cis(metrics: dict[str, Callable[[np.ndarray, np.ndarray], float
                      groups: list[str], n_resamples: int, seed: int) -> dict:
     """Each metric of ``metrics`` on (p, y), with its group-bootstrap 95% CI (``NAME_ci``) when
     ``n_resamples`` > 0."""
+    draws = list(_resamples(groups, n_resamples, seed))  # the same resamples for every metric, drawn once
     out = {}
     for name, fn in metrics.items():
         out[name] = fn(p, y)
         if n_resamples:
-            out[f"{name}_ci"] = list(group_bootstrap_ci(lambda idx: fn(p[idx], y[idx]), groups, n_resamples, seed))
+            out[f"{name}_ci"] = list(_percentile_ci([fn(p[idx], y[idx]) for idx in draws], 0.95))
     return out
