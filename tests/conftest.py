@@ -25,8 +25,15 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
-    cache = os.environ.get("DOMAINCLIP_TEST_CACHE") or str(tmp_path_factory.mktemp("domainclip-cache"))
+    """One domainclip cache (demos, features, file hashes) for the whole test run: under
+    pytest-xdist the workers share it beside their own temporary folders, so each demo is
+    generated once, by whichever worker needs it first (the caches lock as under DDP)."""
+    cache = os.environ.get("DOMAINCLIP_TEST_CACHE")
+    if not cache:
+        base = tmp_path_factory.getbasetemp()
+        cache = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "domainclip-cache")
     os.environ["DOMAINCLIP_CACHE"] = cache
+    Path(cache).mkdir(parents=True, exist_ok=True)
     return Path(cache)
 
 

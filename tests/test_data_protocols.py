@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from domainclip.cards.manifest import Record
-from domainclip.data import FeatureDataset, ImageDataset, SplitDataModule, load_card_data
+from domainclip.data import FeatureDataset, ImageDataset, load_card_data
+from domainclip.data.datamodule import SplitDataModule
 from domainclip.data.features import cache_key, cached_features
 from domainclip.data.few_shot import few_shot_subset
 from domainclip.transforms.pipeline import DomainOptions, Preprocess

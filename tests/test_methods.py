@@ -102,7 +102,8 @@ def check_method(tcfg: dict, method: str, extra: dict, loss: str, tmp_path) -> N
     # 2. a few steps reduce the loss on a separable toy set (the probe fits it in closed form)
     batch = toy_batch(size)
     if method == "linear_probe":
-        from domainclip.data import FeatureDataset, SplitDataModule
+        from domainclip.data import FeatureDataset
+        from domainclip.data.datamodule import SplitDataModule
         from domainclip.pipeline.objectives import Adaptation, adapt
 
         with torch.no_grad():

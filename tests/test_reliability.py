@@ -156,7 +156,7 @@ def test_seeded_runs_are_bitwise_equal_and_seeds_differ(make_cfg, tiny_tower):
 def test_worker_seeding_differs_per_worker_and_repeats_across_reruns():
     import numpy as np
 
-    from domainclip.data import SplitDataModule
+    from domainclip.data.datamodule import SplitDataModule
 
     class Noisy(torch.utils.data.Dataset):
         records = []

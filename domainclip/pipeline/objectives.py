@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from domainclip.core.registry import Registry
-from domainclip.data import SplitDataModule
+from domainclip.data.datamodule import SplitDataModule
 from domainclip.evaluation import classification_metrics, task_logits
 from domainclip.methods.base import Method
 from domainclip.pipeline.reference import ReferenceZeroShot

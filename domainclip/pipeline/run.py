@@ -16,8 +16,9 @@ from domainclip.captions.build import prepare_captions
 from domainclip.core.distributed import launch_rank
 from domainclip.core.errors import DomainClipError, one_line
 from domainclip.core.fileio import atomic_write_text
-from domainclip.data import CardData, SplitDataModule, load_card_data
+from domainclip.data import CardData, load_card_data
 from domainclip.data.card_checks import check_bands_to_rgb
+from domainclip.data.datamodule import SplitDataModule
 from domainclip.data.few_shot import few_shot_subset, short_classes
 from domainclip.data.preflight import write_quarantine
 from domainclip.evaluation import classification_metrics

@@ -8,8 +8,9 @@ from omegaconf import DictConfig
 
 from domainclip.core.distributed import computed_once
 from domainclip.core.paths import cache_dir
-from domainclip.data import CardData, ImageDataset, SplitDataModule
+from domainclip.data import CardData, ImageDataset
 from domainclip.data.bags import BagDataset, cached_bags, extract_stream, stream_keys
+from domainclip.data.datamodule import SplitDataModule
 from domainclip.data.features import cache_key, cached_features
 from domainclip.evaluation import task_logits
 from domainclip.evaluation.clinical import EvalSettings, Predictions

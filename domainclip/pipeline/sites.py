@@ -13,7 +13,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from domainclip.core.errors import CardError
-from domainclip.data import CardData, SplitDataModule, load_card_data
+from domainclip.data import CardData, load_card_data
+from domainclip.data.datamodule import SplitDataModule
 from domainclip.evaluation.bootstrap import independent_bootstrap
 from domainclip.evaluation.clinical import EvalSettings, Predictions
 from domainclip.evaluation.evaluators import evaluator_of
