@@ -110,12 +110,18 @@ def test_feature_cache_hit_on_second_run(make_cfg, tiny_tower):
     (["data.card=/nonexistent/card.yaml"], "data card '/nonexistent/card.yaml' not found"),
     (["loss.name=nope"], "allowed values: clip, label_aware, siglip"),
 ])
-def test_user_mistakes_get_a_clear_error_not_a_traceback(tmp_path, args, expect):
-    proc = subprocess.run([sys.executable, "-m", "domainclip", *args, f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert expect in proc.stderr + proc.stdout
-    assert "Traceback" not in proc.stderr
+def test_user_mistakes_get_a_clear_error_not_a_traceback(tmp_path, args, expect, monkeypatch, capsys):
+    """Through the entry point's own ``main`` in this process (what ``python -m domainclip`` runs);
+    ``test_hostile_runs`` runs a bad value in a fresh interpreter."""
+    from domainclip.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["domainclip", *args, f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    out = capsys.readouterr()
+    assert exit_.value.code not in (0, None)
+    assert expect in out.err + out.out
+    assert "Traceback" not in out.err
 
 
 def test_standalone_evaluate_reproduces_run_metrics(pathology_run, tmp_path):
