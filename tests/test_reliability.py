@@ -266,3 +266,14 @@ def test_remote_code_needs_a_pinned_commit(tiny_clip_dir):
 def test_atomic_save_leaves_no_temporary_file(tmp_path):
     atomic_torch_save({"a": torch.ones(2)}, tmp_path / "x.ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]
+
+
+def test_capsule_pip_freeze_equals_importlib_metadatas_own_parse():
+    """The capsule reads Name and Version off each METADATA head; importlib.metadata's full
+    e-mail parse of every installed distribution is the oracle."""
+    from importlib import metadata
+
+    from domainclip.training.reliability.capsule import pip_freeze
+
+    want = {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]}
+    assert pip_freeze() == "\n".join(sorted(want, key=str.lower)) + "\n"
