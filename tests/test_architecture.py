@@ -14,6 +14,7 @@ PACKAGE = ROOT / "domainclip"
 LAZY_ALLOWED = {  # the package root stays light; the CLI checks the config before importing torch
     "domainclip/__init__.py": {"domainclip.export.loader"},
     "domainclip/__main__.py": {"domainclip.pipeline.run", "domainclip.pipeline.config_checks"},
+    "domainclip/data/__init__.py": {"domainclip.data.datamodule"},  # Lightning only for training
 }
 
 
@@ -88,3 +89,15 @@ def test_domainclip_modules_are_imported_at_module_level():
                     lazy.setdefault(rel, set()).update(a.name for a in node.names if a.name.startswith("domainclip"))
     lazy = {k: v for k, v in lazy.items() if v}
     assert lazy == LAZY_ALLOWED
+
+
+def test_reading_cards_does_not_import_lightning():
+    """``python -m domainclip.cards`` / ``doctor`` / ``captions`` / ``shards`` load cards without
+    Lightning (seconds of import); ``domainclip.data.SplitDataModule`` still resolves."""
+    import subprocess
+
+    code = ("import sys, domainclip.cards.__main__, domainclip.doctor, domainclip.captions.__main__, "
+            "domainclip.shards.__main__; assert 'pytorch_lightning' not in sys.modules, 'imported'; "
+            "from domainclip.data import SplitDataModule; assert 'pytorch_lightning' in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
