@@ -81,10 +81,10 @@ def metrics_with_cis(metrics: dict[str, Callable[[np.ndarray, np.ndarray], float
                      groups: list[str], n_resamples: int, seed: int) -> dict:
     """Each metric of ``metrics`` on (p, y), with its group-bootstrap 95% CI (``NAME_ci``) when
     ``n_resamples`` > 0."""
-    draws = list(_resamples(groups, n_resamples, seed))  # the same resamples for every metric, drawn once
+    draws = list(_resamples(groups, n_resamples, seed)) if n_resamples else None  # shared by every metric
     out = {}
     for name, fn in metrics.items():
         out[name] = fn(p, y)
-        if n_resamples:
+        if draws is not None:
             out[f"{name}_ci"] = list(_percentile_ci([fn(p[idx], y[idx]) for idx in draws], 0.95))
     return out
