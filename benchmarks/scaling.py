@@ -3,7 +3,7 @@ rank), Lightning DDP with domainclip's task, cross-rank negatives included.
 
     python benchmarks/scaling.py                # CPU (gloo): 1 rank x 1 thread, 1 rank x 2 threads, 2 ranks x 1 thread
     python benchmarks/scaling.py --accelerator gpu --ranks 1 2 4 8   # on a GPU machine
-    python benchmarks/scaling.py --smoke
+    python benchmarks/scaling.py --smoke        # tiny steps, 1 and 2 ranks only
 
 Efficiency = samples/s at R ranks / (R x samples/s at 1 rank) with the same threads per rank; on
 CPU we also report 2 ranks x 1 thread against 1 rank x 2 threads (the same cores).
@@ -114,7 +114,7 @@ def main() -> None:
     result = {"where": args.accelerator, "batch_per_rank": args.batch, "image_size": args.size,
               "samples_per_s": rates,
               "efficiency": {k: v / (int(k.split("x")[0]) * base) for k, v in rates.items()}}
-    if args.accelerator == "cpu" and 2 in args.ranks:
+    if args.accelerator == "cpu" and 2 in args.ranks and not args.smoke:
         same_cores = measure(1, 2 * args.threads, args, args.out)
         rates[f"1x{2 * args.threads}"] = same_cores
         result["two_ranks_over_one_rank_same_cores"] = rates[f"2x{args.threads}"] / same_cores

@@ -193,7 +193,8 @@ def slide_run(small_slides, tmp_path_factory):
     out = tmp_path_factory.mktemp("slide-run")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}", f"run_dir={out}",
-                                           "eval.bootstrap=200", "trainer.enable_progress_bar=false"])
+                                           "eval.bootstrap=200", "tower.image.size=64",
+                                           "trainer.enable_progress_bar=false"])
     return run(cfg)
 
 
@@ -276,7 +277,7 @@ def test_mi_zero_scores_slides_without_training(small_slides, slide_run, tmp_pat
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}",
                                            f"run_dir={tmp_path}", "mil.pool=topk", "mil.topk=3", "eval.bootstrap=50",
-                                           "eval.gallery=false", "eval.external_cards=[]"])
+                                           "eval.gallery=false", "eval.external_cards=[]", "tower.image.size=64"])
     result = run(cfg)
     assert not (tmp_path / "checkpoints").exists()  # no trainer ran
     assert result.metrics["zero_shot_after"]["test"]["top1"] is not None
@@ -286,7 +287,7 @@ def test_mi_zero_scores_slides_without_training(small_slides, slide_run, tmp_pat
     assert meta["method"]["config"]["pool"] == "topk" and meta["preprocessing"]["label_level"] == "slide"
 
 
-def test_slide_bags_from_shards_match_the_files(small_slides, slide_run, tmp_path):
+def test_slide_bags_from_shards_match_the_files(small_slides, tmp_path):
     """Shards of a slide-level card hold one sample per tissue tile with its slide and position;
     a run with data.source=shards rebuilds each slide's bag from them (features of float16
     pixels: close to those read from the slides) and trains on it."""
@@ -297,18 +298,18 @@ def test_slide_bags_from_shards_match_the_files(small_slides, slide_run, tmp_pat
     from domainclip.shards.build import build_shards
 
     card = small_slides / "card.yaml"
-    manifest = build_shards(str(card), tmp_path / "shards", size=224, shard_mb=5)
+    manifest = build_shards(str(card), tmp_path / "shards", size=64, shard_mb=5)  # the tower at 64 px: a quicker pass
     data = load_card_data(card)
     for split, recs in data.splits.items():
         tiles = sum(len(tile_grid(r.path, mpp=1.0, tile_size=128, min_tissue=0.5)) for r in recs)
         assert (manifest["splits"][split]["count"], manifest["splits"][split]["slides"]) == (tiles, len(recs))
-    common = ["recipe=slides", f"data.card={card}", "trainer.max_epochs=2", "eval.bootstrap=20", "eval.gallery=false",
-              "eval.external_cards=[]", "export.enabled=false", "trainer.enable_progress_bar=false"]
+    common = ["recipe=slides", f"data.card={card}", "tower.image.size=64", "trainer.max_epochs=2", "eval.bootstrap=20",
+              "eval.gallery=false", "eval.external_cards=[]", "export.enabled=false", "trainer.enable_progress_bar=false"]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         shards = compose("config", overrides=[*common, f"run_dir={tmp_path / 'run'}", "data.source=shards",
                                               f"data.shards={tmp_path / 'shards'}",
                                               f"data.feature_cache_dir={tmp_path / 'features'}"])
-        files = compose("config", overrides=[*common, f"run_dir={tmp_path / 'files'}"])  # the slide run's cache
+        files = compose("config", overrides=[*common, f"run_dir={tmp_path / 'files'}"])
     result = run(shards)
     assert result.metrics["zero_shot_after"]["test"]["top1"] is not None
     assert len(list((tmp_path / "features" / "slides").glob("*.safetensors"))) == 2 * PATIENTS

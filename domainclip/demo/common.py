@@ -19,7 +19,6 @@ MARKER = ".domainclip-demo.json"
 
 def disks(shape: tuple[int, int], centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Float mask (H, W) of the union of disks, with a 1-pixel soft edge."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
     mask = np.zeros(shape, np.result_type(np.float32, np.asarray(centres), np.asarray(radii)))
     for (cy, cx), r in zip(centres, radii):  # only the disk's bounding box can change
         y0, y1 = max(int(np.floor(cy - r - 2)), 0), min(int(np.ceil(cy + r + 2)) + 1, shape[0])
@@ -27,7 +26,8 @@ def disks(shape: tuple[int, int], centres: np.ndarray, radii: np.ndarray) -> np.
         if y0 >= y1 or x0 >= x1:
             continue
         box = (slice(y0, y1), slice(x0, x1))
-        d = np.sqrt((yy[box] - cy) ** 2 + (xx[box] - cx) ** 2)
+        yy, xx = np.arange(y0, y1, dtype=np.float32)[:, None], np.arange(x0, x1, dtype=np.float32)[None]
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
         mask[box] = np.maximum(mask[box], np.clip(r + 0.5 - d, 0.0, 1.0))
     return mask
 
