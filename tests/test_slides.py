@@ -24,6 +24,7 @@ from domainclip.transforms.pipeline import DomainOptions, model_input
 tiffslide = pytest.importorskip("tiffslide")
 CARD = Path(__file__).resolve().parents[1] / "data_cards" / "demo_slides.yaml"
 PATIENTS = 10
+TOWER_SIZE = 64  # the runs' tower input (px): the MI-Zero run reuses the slide run's features, shards match it
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +194,7 @@ def slide_run(small_slides, tmp_path_factory):
     out = tmp_path_factory.mktemp("slide-run")
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}", f"run_dir={out}",
-                                           "eval.bootstrap=200", "tower.image.size=64",
+                                           "eval.bootstrap=200", f"tower.image.size={TOWER_SIZE}",
                                            "trainer.enable_progress_bar=false"])
     return run(cfg)
 
@@ -277,7 +278,8 @@ def test_mi_zero_scores_slides_without_training(small_slides, slide_run, tmp_pat
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["recipe=slides", f"data.card={small_slides / 'card.yaml'}",
                                            f"run_dir={tmp_path}", "mil.pool=topk", "mil.topk=3", "eval.bootstrap=50",
-                                           "eval.gallery=false", "eval.external_cards=[]", "tower.image.size=64"])
+                                           "eval.gallery=false", "eval.external_cards=[]",
+                                           f"tower.image.size={TOWER_SIZE}"])
     result = run(cfg)
     assert not (tmp_path / "checkpoints").exists()  # no trainer ran
     assert result.metrics["zero_shot_after"]["test"]["top1"] is not None
@@ -298,13 +300,14 @@ def test_slide_bags_from_shards_match_the_files(small_slides, tmp_path):
     from domainclip.shards.build import build_shards
 
     card = small_slides / "card.yaml"
-    manifest = build_shards(str(card), tmp_path / "shards", size=64, shard_mb=5)  # the tower at 64 px: a quicker pass
+    manifest = build_shards(str(card), tmp_path / "shards", size=TOWER_SIZE, shard_mb=5)
     data = load_card_data(card)
     for split, recs in data.splits.items():
         tiles = sum(len(tile_grid(r.path, mpp=1.0, tile_size=128, min_tissue=0.5)) for r in recs)
         assert (manifest["splits"][split]["count"], manifest["splits"][split]["slides"]) == (tiles, len(recs))
-    common = ["recipe=slides", f"data.card={card}", "tower.image.size=64", "trainer.max_epochs=2", "eval.bootstrap=20",
-              "eval.gallery=false", "eval.external_cards=[]", "export.enabled=false", "trainer.enable_progress_bar=false"]
+    common = ["recipe=slides", f"data.card={card}", f"tower.image.size={TOWER_SIZE}", "trainer.max_epochs=2",
+              "eval.bootstrap=20", "eval.gallery=false", "eval.external_cards=[]", "export.enabled=false",
+              "trainer.enable_progress_bar=false"]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         shards = compose("config", overrides=[*common, f"run_dir={tmp_path / 'run'}", "data.source=shards",
                                               f"data.shards={tmp_path / 'shards'}",
