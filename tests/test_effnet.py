@@ -52,3 +52,37 @@ def test_stride_one_same_padding_equals_explicit_tensorflow_padding():
         explicit = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (pad, pad, pad, pad)), conv.weight, groups=4)
         torch.testing.assert_close(conv(x), explicit)
         torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last)), explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_folds_batchnorm_and_equals_the_unfolded_pair():
+    """Under no_grad in eval mode each BatchNorm is folded into its convolution; the features equal
+    the unfolded conv-then-BatchNorm computation (grad mode) up to float rounding, and the
+    BatchNorm's running statistics are untouched."""
+    torch.manual_seed(0)
+    model = load_efficientnet_lite0().eval()
+    x = torch.randn(2, 3, 96, 112)
+    stats = model._blocks[3]._bn1.running_var.clone()
+    with torch.no_grad():
+        folded = model.forward_features(x)
+    unfolded = model.forward_features(x).detach()
+    torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(folded, unfolded)  # the folded path really ran
+    assert torch.equal(model._blocks[3]._bn1.running_var, stats)
+
+
+def test_lora_wrapped_convolutions_run_through_their_adapter_at_inference():
+    """peft's LoRA on the 1x1 convolutions: the no_grad path keeps the adapter's contribution."""
+    import peft
+
+    torch.manual_seed(0)
+    model = peft.inject_adapter_in_model(peft.LoraConfig(r=4, target_modules=["_project_conv"]),
+                                         load_efficientnet_lite0().eval())
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        adapted = model.forward_features(x)
+    torch.testing.assert_close(adapted, model.forward_features(x).detach(), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        assert (adapted - load_efficientnet_lite0().eval().forward_features(x)).abs().max() > 1e-2
