@@ -59,7 +59,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    extra = ["trainer.max_epochs=1", "eval.bootstrap=0", "export.enabled=false"] if args.smoke else []
+    smoke = ["trainer.max_epochs=1", "eval.bootstrap=0", "export.enabled=false", "tower.image.size=64"]
+    extra = smoke if args.smoke else []
     results = {r: run_recipe(r, extra, fresh_cache=not args.smoke) for r in args.recipes}
     write_result("end_to_end", {"recipes": results}, args.out)
     print(f"machine: {machine()}")

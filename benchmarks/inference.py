@@ -19,14 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_rate, machine, toy_batch, vit_b16_clip_dir, write_result  # noqa: E402
 
 
-def make_bundle(out: Path) -> Path:
+def make_bundle(out: Path, smoke: bool = False) -> Path:
+    """The bundle of a 1-epoch LoRA run of recipe=pathology (the smoke's at 64 px)."""
     from hydra import compose, initialize_config_dir
 
     from domainclip.core.paths import config_dir
     from domainclip.pipeline.run import run
 
     overrides = ["recipe=pathology", "trainer.max_epochs=1", "eval.bootstrap=0", "trainer.enable_progress_bar=false",
-                 f"run_dir={out}"]
+                 f"run_dir={out}", *(["tower.image.size=64"] if smoke else [])]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return run(cfg).bundle_dir
@@ -45,7 +46,7 @@ def main() -> None:
         args.batch, args.repeats = 4, 1
     from domainclip import load_bundle
 
-    predictor = load_bundle(make_bundle(Path(tempfile.mkdtemp(prefix="bundle-"))))
+    predictor = load_bundle(make_bundle(Path(tempfile.mkdtemp(prefix="bundle-")), args.smoke))
     pixels = toy_batch(args.batch, predictor.preprocess.size)["pixels"]
 
     def bare():

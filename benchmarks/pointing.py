@@ -59,10 +59,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", default=["pathology", "radiology", "satellite"])
     ap.add_argument("--tolerance", type=int, default=0, help="pixels (at the model's input size) a hit may miss by")
-    ap.add_argument("--smoke", action="store_true", help="pathology, one epoch, no bootstrap")
+    ap.add_argument("--smoke", action="store_true", help="pathology at 64 px, one epoch, no bootstrap")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    extra = ["trainer.max_epochs=1", "eval.bootstrap=0", "eval.external_cards=[]"] if args.smoke else []
+    smoke = ["trainer.max_epochs=1", "eval.bootstrap=0", "eval.external_cards=[]", "tower.image.size=64"]
+    extra = smoke if args.smoke else []
     recipes = ["pathology"] if args.smoke else args.recipes
     results = {r: pointing(r, extra, args.tolerance) for r in recipes}
     write_result("pointing", {"tolerance_px": args.tolerance, "recipes": results}, args.out)
