@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 BN_EPS = 1e-3
 FEATURE_DIM = 1280
@@ -48,10 +47,10 @@ class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow 'SAME' padding computed from the input size. With stride 1 and an odd
     kernel that padding is symmetric, so the convolution pads by itself (no padded copy)."""
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == (1, 1) and all(k % 2 for k in self.kernel_size):
             padding = tuple((k - 1) // 2 * d for k, d in zip(self.kernel_size, self.dilation))
-            return F.conv2d(x, weight, bias, 1, padding, self.dilation, self.groups)
+            return F.conv2d(x, self.weight, self.bias, 1, padding, self.dilation, self.groups)
         pads = []
         for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
@@ -59,23 +58,11 @@ class Conv2dSame(nn.Conv2d):
         (top, bottom), (left, right) = pads
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
-        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS)
-
-
-def conv_bn(conv: nn.Module, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``bn(conv(x))``. At inference (BatchNorm in eval mode, autograd off) the BatchNorm is folded
-    into the convolution's weights (torch's ``fuse_conv_bn_weights``): one pass fewer over the
-    activations, equal to the unfolded pair up to float rounding. A convolution wrapped by an
-    adapter (peft's LoRA) runs unfolded, through its wrapper."""
-    if bn.training or torch.is_grad_enabled() or type(conv) is not Conv2dSame:
-        return bn(conv(x))
-    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
-                                        bn.weight, bn.bias)
-    return conv._conv_forward(x, weight, bias)
 
 
 class MBConvBlock(nn.Module):
@@ -97,9 +84,9 @@ class MBConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         if self.has_expand:
-            out = F.relu6(conv_bn(self._expand_conv, self._bn0, out), inplace=True)
-        out = F.relu6(conv_bn(self._depthwise_conv, self._bn1, out), inplace=True)
-        out = conv_bn(self._project_conv, self._bn2, out)
+            out = F.relu6(self._bn0(self._expand_conv(out)), inplace=True)
+        out = F.relu6(self._bn1(self._depthwise_conv(out)), inplace=True)
+        out = self._bn2(self._project_conv(out))
         return out.add_(x) if self.residual else out
 
 
@@ -127,10 +114,10 @@ class EfficientNetLite0(nn.Module):
         activations and residual sums run in place, since a fresh activation-sized tensor costs
         more to allocate than ReLU6 costs to compute."""
         x = x.contiguous(memory_format=torch.channels_last)
-        x = F.relu6(conv_bn(self._conv_stem, self._bn0, x), inplace=True)
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         for block in self._blocks:
             x = block(x)
-        return F.relu6(conv_bn(self._conv_head, self._bn1, x), inplace=True)
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled (B, 1280) features before the classifier."""
