@@ -77,3 +77,23 @@ def test_unreadable_file_raises_read_error_naming_it(tmp_path):
         read(bad, reader="dicom")
     with pytest.raises(ReadError, match="does not exist"):
         read(tmp_path / "missing.png", reader="image")
+
+
+def test_demo_disks_equal_drawing_each_disk_on_the_whole_image():
+    """``disks`` (boxes, chunked, max-merged at once) against the definition: each disk's soft
+    edge computed over the whole image, merged one by one; float64 and float32 inputs, disks cut
+    by the border or wholly outside it, and more disks than one chunk."""
+    from domainclip.demo.common import DISK_CHUNK, disks
+
+    rng = np.random.default_rng(7)
+    for dtype, n, rmax in ((np.float64, 40, 12.0), (np.float32, 25, 4.0), (np.float64, DISK_CHUNK + 30, 3.0)):
+        centres = rng.uniform(-15, 95, (n, 2)).astype(dtype)
+        radii = rng.uniform(0.4, rmax, n).astype(dtype)
+        yy, xx = np.mgrid[:70, :90].astype(dtype)
+        want = np.zeros((70, 90), dtype)
+        for (cy, cx), r in zip(centres, radii):
+            want = np.maximum(want, np.clip(r + 0.5 - np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2), 0.0, 1.0))
+        got = disks((70, 90), centres, radii)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)  # the same float operations per pixel
+    assert not disks((8, 8), np.zeros((0, 2)), np.zeros(0)).any()
