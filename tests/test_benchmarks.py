@@ -51,7 +51,8 @@ SMOKES = {
     "end_to_end.py": ("end_to_end.json", [("recipes", "pathology", "wall_s")]),
     "shards.py": ("shards.json", [("ratio",)]),
     "slides.py": ("slides.json", [("throughput", "ratio"), ("peak_growth",)]),
-    "pointing.py": ("pointing.json", [("recipes", "pathology", "positives"), ("recipes", "pathology", "random_point")]),
+    "pointing.py": ("pointing.json", [("recipes", "pathology", "positives"), ("recipes", "pathology", "random_point"),
+                                      ("recipes", "pathology", "grid_upper_bound")]),
     "towers.py": ("towers.json", [("forward", "ratio"), ("lora_step", "ratio")]),
     "gpu_check.py": ("gpu_check.json", [("peak_flops",), ("rows", 0, "samples_per_s"), ("rows", 5, "samples_per_s")]),
 }

@@ -168,3 +168,29 @@ def test_coca_patch_embeddings_are_open_clips_pooler_on_each_patch(open_clip_ora
                                 for i in range(1, tokens.shape[1])], dim=1)
         got = model.tower.dense_features(pixels)
     torch.testing.assert_close(got.reshape(1, 16, -1), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_coarse_maps_peaks_lie_where_grid_peak_pixels_says():
+    """Random 7 x 7 maps upsampled as similarity_maps does (bilinear to 224 px) peak only on the
+    pixels ``grid_peak_pixels`` allows, so no map can beat ``pointing_upper_bound``."""
+    import torch.nn.functional as F
+
+    from domainclip.evaluation.pointing import grid_peak_pixels, pointing_hits, pointing_upper_bound
+
+    gen = torch.Generator().manual_seed(0)
+    coarse = torch.rand(3000, 1, 7, 7, generator=gen) ** 8  # peaky, often tied near zero
+    maps = F.interpolate(coarse, size=(224, 224), mode="bilinear", align_corners=False)[:, 0]
+    allowed = grid_peak_pixels((7, 7), (224, 224))
+    peaks = maps.flatten(1).argmax(1)
+    assert allowed.flatten()[peaks].all()
+    assert allowed.float().mean() < 0.1  # most pixels are out of reach
+    masks = torch.zeros(6, 224, 224, dtype=torch.bool)
+    masks[0, 10:20, 10:20] = True     # the first cell's centre (15.5, 15.5): reachable
+    masks[1, 40:44, 40:44] = True     # between centres 47.5 and 15.5: no map can peak here
+    masks[2:, 100:130, 100:130] = True  # holds the centre cell's peak
+    assert pointing_upper_bound((7, 7), masks, (224, 224)) == pytest.approx(5 / 6)
+    rate = pointing_hits(maps[:6], masks).float().mean().item()
+    assert rate <= pointing_upper_bound((7, 7), masks, (224, 224))
+    # its corner (43, 43) is sqrt(32) = 5.7 px from the reachable pixel (47, 47)
+    assert pointing_upper_bound((7, 7), masks[1:2], (224, 224), tolerance=5) == 0.0
+    assert pointing_upper_bound((7, 7), masks[1:2], (224, 224), tolerance=6) == 1.0
