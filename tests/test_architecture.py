@@ -92,12 +92,17 @@ def test_domainclip_modules_are_imported_at_module_level():
 
 
 def test_reading_cards_does_not_import_lightning():
-    """``python -m domainclip.cards`` / ``doctor`` / ``captions`` / ``shards`` load cards without
-    Lightning (seconds of import); ``domainclip.data.SplitDataModule`` still resolves."""
+    """``python -m domainclip.cards`` / ``doctor`` / ``captions`` / ``shards`` load cards, and the
+    run's start-up config checks refuse a bad value, without Lightning, torchmetrics or
+    scikit-learn (seconds of import); ``domainclip.data.SplitDataModule`` and
+    ``domainclip.evaluation.classification_metrics`` still resolve."""
     import subprocess
 
+    heavy = ("pytorch_lightning", "torchmetrics", "sklearn")
     code = ("import sys, domainclip.cards.__main__, domainclip.doctor, domainclip.captions.__main__, "
-            "domainclip.shards.__main__; assert 'pytorch_lightning' not in sys.modules, 'imported'; "
-            "from domainclip.data import SplitDataModule; assert 'pytorch_lightning' in sys.modules")
+            "domainclip.shards.__main__, domainclip.pipeline.config_checks; "
+            f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded; "
+            "from domainclip.data import SplitDataModule; assert 'pytorch_lightning' in sys.modules; "
+            "from domainclip.evaluation import classification_metrics; assert 'torchmetrics' in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
