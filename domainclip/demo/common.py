@@ -17,6 +17,9 @@ DEMO_VERSION = 4
 MARKER = ".domainclip-demo.json"
 
 
+DISK_CHUNK = 512  # disks evaluated together: bounds the (chunk, box, box) temporaries
+
+
 def disks(shape: tuple[int, int], centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Float mask (H, W) of the union of disks, with a 1-pixel soft edge. Each disk is evaluated on
     its bounding box only, all disks of a chunk at once, and merged with an element-wise maximum
@@ -28,9 +31,6 @@ def disks(shape: tuple[int, int], centres: np.ndarray, radii: np.ndarray) -> np.
     return mask
 
 
-DISK_CHUNK = 512  # disks evaluated together: bounds the (chunk, box, box) temporaries
-
-
 def _draw_disks(mask: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> None:
     """Max-merge the soft disks into ``mask`` in place, evaluated on a common box size."""
     cy, cx = centres[:, 0], centres[:, 1]
@@ -38,7 +38,7 @@ def _draw_disks(mask: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> Non
     y1 = np.minimum(np.ceil(cy + radii + 2).astype(np.int64) + 1, mask.shape[0])
     x0 = np.maximum(np.floor(cx - radii - 2).astype(np.int64), 0)
     x1 = np.minimum(np.ceil(cx + radii + 2).astype(np.int64) + 1, mask.shape[1])
-    side = int(max((y1 - y0).max(initial=0), (x1 - x0).max(initial=0), 0))
+    side = int(max((y1 - y0).max(initial=0), (x1 - x0).max(initial=0)))  # 0: every box is empty
     if side == 0:
         return
     offset = np.arange(side)
