@@ -2,11 +2,13 @@
 
 Where the bundle's adapted model looks: for each image (a tile, chip or image file, read as the
 run read them) and each class (or each ``--texts`` sentence), a PNG with the image and its
-similarity map overlaid, ``DIR/NNNN-CLASS.png`` (NNNN: the image's position on the command line),
+map overlaid, ``DIR/NNNN-CLASS.png`` (NNNN: the image's position on the command line),
 and ``DIR/explain.json`` listing the inputs, their class probabilities and the files written. A
 whole slide or scene is read as the run read it (its tiles or chips, tissue or valid-pixel filter):
 the picture is its tiles stitched where they lie, with their maps, and the probabilities are
-pooled to the file as ``predict`` pools them.
+pooled to the file as ``predict`` pools them. A class's map is, by default, the probability of
+the class at each location (``--score probability``); ``--score similarity`` maps the cosine
+similarity instead, as ``--texts`` always does.
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ from pathlib import Path
 from domainclip import load_bundle
 from domainclip.core.errors import USER_ERRORS, one_line
 from domainclip.evaluation.overlays import display_image, save_overlay, slug
+from domainclip.export.loader import MAP_SCORES, map_score
 
 
 def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str] | None = None,
-               base: str | None = None) -> dict:
+               base: str | None = None, score: str | None = None) -> dict:
     """Write the overlays of ``images`` into ``out``; return what explain.json holds."""
+    score = map_score(texts, score)  # a bad choice is refused before the bundle loads
     predictor = load_bundle(bundle, base=base)
     names = list(texts) if texts else predictor.classes
     out.mkdir(parents=True, exist_ok=True)
@@ -30,12 +34,12 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
     entries = []
     for i, image in enumerate(images):
         if predictor.whole_file(image):  # a whole slide or scene: its tiles' maps, stitched
-            found = predictor.explain_file(image, texts=texts)
+            found = predictor.explain_file(image, texts=texts, score=score)
             shown, maps, probs = found["image"], found["maps"], found["probabilities"]
             extra = {"tiles": len(found["cells"])}
         else:
             pixels = predictor._pixels([image])
-            maps, probs = predictor.explain(pixels, texts=texts)[0], predictor.predict(pixels)[0]
+            maps, probs = predictor.explain(pixels, texts=texts, score=score)[0], predictor.predict(pixels)[0]
             shown, extra = display_image(pixels[0], pre.mean, pre.std), {}
         files = []
         for k, name in enumerate(names):
@@ -45,7 +49,7 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
             files.append(path.name)
         entries.append({"input": str(image), "probabilities": dict(zip(predictor.classes, map(float, probs))),
                         "maps": dict(zip(names, files)), **extra})
-    summary = {"bundle": str(bundle), "maps_of": "texts" if texts else "classes", "images": entries}
+    summary = {"bundle": str(bundle), "maps_of": "texts" if texts else "classes", "score": score, "images": entries}
     (out / "explain.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -57,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("images", nargs="+")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--texts", nargs="+", default=None, help="sentences to map instead of the classes")
+    ap.add_argument("--score", choices=MAP_SCORES, default=None,
+                    help="probability (default for classes) or similarity (the only one for --texts)")
     ap.add_argument("--base", default=None, help="the base model's directory, when this machine did not train it")
     args = ap.parse_args(argv)
     try:
-        summary = explain_to(args.bundle, args.images, args.out, args.texts, args.base)
+        summary = explain_to(args.bundle, args.images, args.out, args.texts, args.base, args.score)
     except USER_ERRORS as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import domainclip
+from domainclip.core.errors import ConfigError
 from domainclip.data import load_card_data
 from domainclip.pipeline.run import run
 
@@ -219,10 +220,18 @@ def test_bundle_explain_gives_the_adapted_models_maps(pathology_run):
     assert maps.shape == (3, len(predictor.classes), size, size) and torch.isfinite(maps).all()
     assert torch.equal(maps, predictor.explain(paths))  # deterministic
     pixels = predictor._pixels(paths)
-    with torch.no_grad():
-        torch.testing.assert_close(maps, predictor.model.similarity_maps(pixels))
+    with torch.no_grad():  # each location's probabilities, calibrated as predict calibrates
+        grid = predictor.model.location_logits(pixels)
+        calibrated = predictor.probabilities(grid.permute(0, 2, 3, 1).reshape(-1, grid.shape[1]))
+        expected = torch.nn.functional.interpolate(calibrated.reshape(3, *grid.shape[2:], -1).permute(0, 3, 1, 2),
+                                                   size=(size, size), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(maps, expected)
+        torch.testing.assert_close(predictor.explain(paths, score="similarity"), predictor.model.similarity_maps(pixels))
+    assert predictor.meta["temperature"] != 1.0 and torch.allclose(maps.sum(1), torch.ones(3, size, size))
     texts = predictor.explain(paths[:1], texts=["tumour cells", "fat"])
     assert texts.shape == (1, 2, size, size)
+    with pytest.raises(ConfigError, match="score"):
+        predictor.explain(paths[:1], texts=["fat"], score="probability")
 
 
 def test_explain_command_writes_one_overlay_per_image_and_class(pathology_run, tmp_path, capsys):
@@ -240,6 +249,9 @@ def test_explain_command_writes_one_overlay_per_image_and_class(pathology_run, t
     assert Image.open(tmp_path / "maps" / pngs[0]).size[0] > 300
     probs = domainclip.load_bundle(pathology_run.bundle_dir).predict(paths[:1])[0]
     assert [index["images"][0]["probabilities"][c] for c in classes] == pytest.approx(probs.tolist(), abs=1e-6)
+    assert index["score"] == "probability"
+    assert main([str(pathology_run.bundle_dir), *paths[:1], "--score", "similarity", "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "explain.json").read_text())["score"] == "similarity"
     assert main([str(pathology_run.bundle_dir), str(tmp_path / "missing.png"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing.png" in err[0]

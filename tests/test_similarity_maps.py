@@ -86,6 +86,40 @@ def test_linear_probe_maps_are_its_logits_per_location():
     torch.testing.assert_close(maps, coarse)
 
 
+def _fitted_probe(model):
+    model.adapters["probe"].set(torch.randn(4, 1280, generator=torch.Generator().manual_seed(9)), torch.randn(4))
+    return model
+
+
+@pytest.mark.parametrize("case", ["effnet_zero_shot", "effnet_lora", "effnet_probe", "siglip_bias"])
+def test_a_location_is_scored_as_an_image_made_of_its_features(case, tiny_siglip_dir):
+    """``location_logits`` at each cell equal the method's ``logits`` of a batch whose cached
+    features are that cell's (scale, SigLIP's bias and the probe included), and the probability
+    maps are those logits' softmax at each cell, upsampled: a permutation slip would break both."""
+    tower = {"name": "hf_siglip", "path": str(tiny_siglip_dir)} if case == "siglip_bias" else \
+        {"name": "two_tower", "image": {"size": 64}}
+    method = {"effnet_lora": {"name": "lora"}, "effnet_probe": {"name": "linear_probe"}}.get(case, {"name": "zero_shot"})
+    model = build(tower, method)
+    if case == "effnet_probe":
+        _fitted_probe(model)
+    if case == "siglip_bias":
+        model.tower.logit_bias.data.fill_(-2.5)  # the tiny tower's bias is 0: give it one to carry
+    size = model.tower.preprocess.size
+    pixels = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        grid = model.location_logits(pixels)
+        feats = model.tower.dense_features(pixels)
+        b, h, w, _ = feats.shape
+        expected = model.logits({"features": feats.reshape(b * h * w, -1)}).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        probs = model.probability_maps(pixels)
+    torch.testing.assert_close(grid, expected, atol=1e-5, rtol=1e-5)
+    assert grid.shape == (2, 4, h, w) and (h, w) != (1, 1)
+    upsampled = torch.nn.functional.interpolate(expected.softmax(1), size=(size, size), mode="bilinear",
+                                                align_corners=False)
+    torch.testing.assert_close(probs, upsampled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, size, size))
+
+
 def test_siglip_patch_embeddings_are_its_own_pooling_head_on_each_patch(tiny_siglip_dir):
     """The oracle is transformers' SiglipMultiheadAttentionPoolingHead itself: on a one-token
     sequence its attention can only attend to that token, so head(patch) is the value path."""

@@ -1,6 +1,6 @@
 """The report's case gallery: for each class, the most confident correct, the most confident wrong
-and the most uncertain test case, each with the adapted model's similarity map over it (for
-multi-label cards: per finding, against its locked operating point). Pictures
+and the most uncertain test case, each with the adapted model's map over it: the class's probability at each location, with the
+report's locked calibration (for multi-label cards: per finding, against its locked operating point). Pictures
 and their names carry no identifier: a case is named by its number, class and kind, and its group
 by a pseudonym (salted with the card digest, as in shards)."""
 from __future__ import annotations
@@ -66,7 +66,8 @@ def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, cl
     records = data.splits.get("test") or []
     if not records:
         return []
-    probs = evaluator_of(clinical).probabilities(test.logits.float(), clinical)
+    evaluator = evaluator_of(clinical)
+    probs = evaluator.probabilities(test.logits.float(), clinical)
     multi = card.task == "multi_label"
     names = data.class_names
     picks = pick_label_cases(probs, test.targets, [clinical["thresholds"][c] for c in names]) if multi \
@@ -79,7 +80,7 @@ def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, cl
     model.eval()
     cases = []
     pixels = torch.stack([dataset.load(row) for _, _, row in picks])
-    maps = model.similarity_maps(pixels)  # one pass for every case
+    maps = model.probability_maps(pixels, lambda logits: evaluator.probabilities(logits, clinical))  # one pass
     for n, (k, kind, row) in enumerate(picks):
         if multi:  # the finding's own map; present or absent against its operating point
             shown, probability = k, float(probs[row, k])
@@ -100,7 +101,7 @@ def gallery_section(cases: list[dict]) -> str:
     if not cases:
         return ""
     lines = ["## Case gallery (test; map of the predicted class, or of the finding for multi-label cards; "
-             "brighter = closer match)", "",
+             "brighter = the class is more probable there)", "",
              "| class | case | predicted (p) | true | group (pseudonym) | image and map |", "|---|---|---|---|---|---|"]
     lines += [f"| {c['class']} | {c['kind']} | {c['predicted']} ({c['probability']:.2f}) | {c['true']} | "
               f"`{c['group']}` | ![{c['kind']}]({c['file']}) |" for c in cases]

@@ -32,7 +32,7 @@ def display_image(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[floa
 
 def save_overlay(path: Path, image: np.ndarray, heat: torch.Tensor, title: str) -> None:
     """Write a PNG: the image beside the image with ``heat`` (H, W) overlaid, its colour bar in
-    the map's own units (cosine similarity, or a probe's logit)."""
+    the map's own units (probability, cosine similarity, or a probe's logit)."""
     heat = heat.detach().float().cpu().numpy()
     fig, (plain, over) = plt.subplots(1, 2, figsize=(7.2, 3.4))
     plain.imshow(image)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domainclip.core.errors import BundleError, DomainClipError, ReadError
+from domainclip.core.errors import BundleError, ConfigError, DomainClipError, ReadError
 from domainclip.core.fileio import sha256_file
 from domainclip.data.expand import cell_origin, cell_side, file_cells, needs_expansion
 from domainclip.evaluation.aggregate import pool
@@ -29,6 +29,21 @@ from domainclip.transforms.spatial import min_side_for
 
 TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles cut beforehand
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
+
+
+MAP_SCORES = ("probability", "similarity")
+
+
+def map_score(texts: list[str] | None, score: str | None) -> str:
+    """What a map shows: ``score`` checked, or by default ``"probability"`` for the classes and
+    ``"similarity"`` for free texts (which have no calibrated probabilities)."""
+    score = score or ("similarity" if texts else "probability")
+    if score not in MAP_SCORES:
+        raise ConfigError(f"explain: score={score!r} is not one of {list(MAP_SCORES)}")
+    if texts and score == "probability":
+        raise ConfigError("explain: texts are mapped by similarity (a free text has no calibrated probability); "
+                          "drop score or pass score='similarity'")
+    return score
 
 
 def refuse_pickles(bundle: Path, files: set[str] | None = None) -> None:
@@ -269,25 +284,28 @@ class Predictor:
         return [[c for c, keep in zip(self.classes, row) if keep] for row in members]
 
     @torch.inference_mode()
-    def explain(self, images, texts: list[str] | None = None, batch_size: int = 16) -> torch.Tensor:
-        """(N, K, S, S) similarity maps at the model's input size: for each input, where each
-        class (or each of ``texts``) matches, from the bundle's adapted model (see
-        ``AdaptedModel.similarity_maps``). Inputs are read and preprocessed as ``predict`` reads
+    def explain(self, images, texts: list[str] | None = None, batch_size: int = 16,
+                score: str | None = None) -> torch.Tensor:
+        """(N, K, S, S) maps at the model's input size: for each input, where each class (or each
+        of ``texts``) matches, from the bundle's adapted model. ``score``: ``"probability"`` (the
+        default for classes) gives each location the class probabilities ``predict`` would give
+        an image made of that location alone (``AdaptedModel.probability_maps``, with the locked
+        calibration); ``"similarity"`` (the only choice for ``texts``) the cosine similarity
+        (``AdaptedModel.similarity_maps``). Inputs are read and preprocessed as ``predict`` reads
         tiles, chips and arrays; a whole slide or scene goes to ``explain_file``, which stitches its
         tiles' maps."""
         if not isinstance(images, torch.Tensor):
             images = self._tiles_only(images, "similarity maps are computed", "explain (or the file to explain_file)")
+        score = map_score(texts, score)
         classes = self.embed_texts(list(texts)) if texts else None
-        out = []
-        for start in range(0, len(images), batch_size):
-            pixels = self._pixels(images[start : start + batch_size])
-            out.append(self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb))
-        return torch.cat(out)
+        return torch.cat([self._maps(self._pixels(images[start : start + batch_size]), classes, score)
+                          for start in range(0, len(images), batch_size)])
 
     @torch.inference_mode()
-    def explain_file(self, path, texts: list[str] | None = None, cell_px: int = 64, batch_size: int = 16) -> dict:
-        """Similarity maps of a whole slide or scene, read as the run read it: every tile or chip
-        that passes the run's tissue or valid-pixel filter is explained, and the tiles and their
+    def explain_file(self, path, texts: list[str] | None = None, cell_px: int = 64, batch_size: int = 16,
+                     score: str | None = None) -> dict:
+        """Maps (as ``explain``) of a whole slide or scene, read as the run read it: every tile or
+        chip that passes the run's tissue or valid-pixel filter is explained, and the tiles and their
         maps are stitched where they lie (``cell_px`` pixels per tile). Returns ``image`` (H, W, 3)
         in 0..1 (white where no tile lies), ``maps`` (K, H, W) (NaN there), ``probabilities`` (K,)
         pooled as ``predict`` pools them, and ``cells`` (each tile's or chip's read options)."""
@@ -295,16 +313,23 @@ class Predictor:
         if cells is None:
             raise ReadError(path, "input", "not a slide or scene that this bundle's run cut into tiles or chips",
                             "pass it to explain()")
+        score = map_score(texts, score)
         classes = self.embed_texts(list(texts)) if texts else None
         maps, shown, probs = [], [], []
         for pixels in self._cell_batches(path, cells, batch_size):
-            maps.append(self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb))
+            maps.append(self._maps(pixels, classes, score))
             probs.append(self.probabilities(self.raw_logits(pixels)))
             shown += [display_image(p, self.preprocess.mean, self.preprocess.std) for p in pixels]
         side = cell_side(self.reader, path, self.reader_options)
         image, stitched = stitch([cell_origin(c) for c in cells], side, np.stack(shown), torch.cat(maps), cell_px)
         return {"image": image, "maps": stitched, "probabilities": pool(torch.cat(probs), *self.aggregation),
                 "cells": cells}
+
+    def _maps(self, pixels: torch.Tensor, classes: torch.Tensor | None, score: str) -> torch.Tensor:
+        """(B, K, S, S) maps of one batch of ready pixels, by ``score`` (see ``explain``)."""
+        if score == "probability":
+            return self.model.probability_maps(pixels, self.probabilities, method_classes=self._class_emb)
+        return self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb)
 
     def _tiles_only(self, images, what: str, method: str) -> list:
         """The inputs as a list; a whole slide or scene (which the run cut into tiles or chips) is

@@ -47,6 +47,11 @@ def scaled_similarity(tower: Tower, image_emb: torch.Tensor, class_emb: torch.Te
     """The one scoring formula: ``logit_scale * cos(image, class) + logit_bias``; ``class_emb`` is
     (K, D), or (B, K, D) when the classes are conditioned on each image."""
     sims = image_emb @ class_emb.t() if class_emb.ndim == 2 else torch.einsum("bd,bkd->bk", image_emb, class_emb)
+    return scaled(tower, sims)
+
+
+def scaled(tower: Tower, sims: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities as logits: ``logit_scale * sims + logit_bias`` (a scalar bias, SigLIP's)."""
     return tower.logit_scale * sims + (tower.logit_bias if tower.logit_bias is not None else 0.0)
 
 
@@ -137,6 +142,12 @@ class Method:
         if class_emb.ndim == 2:
             return torch.einsum("bhwd,kd->bkhw", emb, class_emb)
         return torch.einsum("bhwd,bkd->bkhw", emb, class_emb)
+
+    def location_logits(self, model, features: torch.Tensor, prompts: PromptSet,
+                        class_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, h, w) the logit ``logits`` would give an image whose features were those of one
+        location: ``location_scores`` put through the same scale and bias."""
+        return scaled(model.tower, self.location_scores(model, features, prompts, class_emb))
 
     def logits(self, model, batch: dict, prompts: PromptSet, class_emb: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) scaled cosine logits of the batch's images against the classes; a batch of

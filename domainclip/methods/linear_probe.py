@@ -87,6 +87,12 @@ class LinearProbe(Method):
             return super().location_scores(model, features, prompts, class_emb)
         return probe(features).permute(0, 3, 1, 2)
 
+    def location_logits(self, model, features, prompts, class_emb=None):
+        """The probe's logit at each location: its ``location_scores`` are logits already."""
+        if not model.adapters["probe"].fitted:
+            return super().location_logits(model, features, prompts, class_emb)
+        return self.location_scores(model, features, prompts, class_emb)
+
     def fit_probe(self, model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]) -> dict:
         """Fit on normalised (features, labels) of train, choose C on val, install the probe;
         returns the report for metrics.json."""

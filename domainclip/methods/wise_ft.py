@@ -59,3 +59,6 @@ class WiseFT(Method):
 
     def location_scores(self, model, features, prompts, class_emb=None):
         return self.inner.location_scores(model, features, prompts, class_emb)
+
+    def location_logits(self, model, features, prompts, class_emb=None):
+        return self.inner.location_logits(model, features, prompts, class_emb)

@@ -175,14 +175,38 @@ class AdaptedModel(nn.Module):
         the linear probe's logit. Uses the tower's per-location features (``dense_features``).
         ``method_classes``: the method's own class embeddings encoded once
         (``fixed_class_embeddings``), so repeated calls do not re-encode the prompts."""
+        method, classes, features = self._dense_inputs(pixels, class_embeddings, zero_shot, method_classes)
+        return upsample_maps(method.location_scores(self, features, self.prompt_set(), classes), pixels)
+
+    def location_logits(self, pixels: torch.Tensor, class_embeddings: torch.Tensor | None = None,
+                        zero_shot: bool = False, method_classes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, h, w) on the tower's feature grid: the logit ``logits`` would give each class if
+        the image were that one location (its embedding scored as an image's, scale and bias
+        included). Arguments as for ``similarity_maps``."""
+        method, classes, features = self._dense_inputs(pixels, class_embeddings, zero_shot, method_classes)
+        return method.location_logits(self, features, self.prompt_set(), classes)
+
+    def probability_maps(self, pixels: torch.Tensor, to_probabilities=None, **classes) -> torch.Tensor:
+        """(B, K, H, W) at the input's resolution (bilinear): each location's class probabilities,
+        ``to_probabilities`` ((N, K) logits -> (N, K); default softmax) applied to its
+        ``location_logits``. Unlike a similarity, a probability is high only where the class wins
+        over the others, as in per-pixel classification with CLIP (MaskCLIP, Zhou et al., ECCV
+        2022) and class activation maps (Zhou et al., CVPR 2016). ``classes``: as for
+        ``similarity_maps``."""
+        logits = self.location_logits(pixels, **classes)
+        flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1]).float()
+        probs = to_probabilities(flat) if to_probabilities is not None else flat.softmax(-1)
+        grid = probs.reshape(logits.shape[0], *logits.shape[2:], -1).permute(0, 3, 1, 2)
+        return upsample_maps(grid, pixels)
+
+    def _dense_inputs(self, pixels, class_embeddings, zero_shot, method_classes):
+        """(method, class embeddings, per-location features) that a map of ``pixels`` scores."""
         if self.input_adapter is not None:
             pixels = self.input_adapter(pixels)
         features = self.tower.dense_features(pixels)
         if zero_shot or class_embeddings is not None:
-            scores = ZERO_SHOT.location_scores(self, features, self.prompt_set(), class_embeddings)
-        else:
-            scores = self.method.location_scores(self, features, self.prompt_set(), method_classes)
-        return F.interpolate(scores.float(), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+            return ZERO_SHOT, class_embeddings, features
+        return self.method, method_classes, features
 
     def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised text embeddings of tokenised texts."""
@@ -222,3 +246,8 @@ class AdaptedModel(nn.Module):
         batch = {"pixels": batch} if isinstance(batch, torch.Tensor) else batch
         method = ZERO_SHOT if zero_shot else self.method
         return method.logits(self, batch, self.prompt_set(), class_embeddings)
+
+
+def upsample_maps(scores: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) grid scores at the size of ``pixels`` (bilinear, ``align_corners=False``)."""
+    return F.interpolate(scores.float(), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
