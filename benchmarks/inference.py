@@ -65,7 +65,7 @@ def main() -> None:
     print(f"predict {rates['predict']:.1f} images/s, bare tower forward {rates['bare_forward']:.1f} images/s, "
           f"ratio {result['ratio']:.3f} (target >= 0.95)")
     for name, cost in result["explain_cost_over_predict"].items():
-        print(f"similarity maps, {name}: {cost:.2f}x the time of predict (target <= 2)")
+        print(f"maps (explain), {name}: {cost:.2f}x the time of predict (target <= 2)")
 
 
 def vit_maps_cost(args) -> float:

@@ -5,8 +5,9 @@ the adapted model of each recipe's default run and its zero-shot starting point,
 random point (the mean share of the image the class covers); the best any map of the model's
 resolution could do (its feature grid, upsampled: ``pointing_upper_bound``); and what the tower's
 own per-location features allow when the masks themselves are the training labels (a logistic
-regression on the train split's locations, labelled by the masks: a bound no image-level method
-on those frozen features is expected to pass).
+regression on the train split's locations, labelled by the masks: a reference for how far the
+frozen features localise, which labels per image rather than per pixel are not expected to pass
+by much).
 
     python benchmarks/pointing.py                          # recipes pathology radiology satellite
     python benchmarks/pointing.py --recipes pathology

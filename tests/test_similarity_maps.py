@@ -91,17 +91,20 @@ def _fitted_probe(model):
     return model
 
 
-@pytest.mark.parametrize("case", ["effnet_zero_shot", "effnet_lora", "effnet_probe", "siglip_bias"])
+@pytest.mark.parametrize("case", ["effnet_zero_shot", "effnet_lora", "effnet_probe", "effnet_mil", "siglip_bias"])
 def test_a_location_is_scored_as_an_image_made_of_its_features(case, tiny_siglip_dir):
     """``location_logits`` at each cell equal the method's ``logits`` of a batch whose cached
     features are that cell's (scale, SigLIP's bias and the probe included), and the probability
     maps are those logits' softmax at each cell, upsampled: a permutation slip would break both."""
     tower = {"name": "hf_siglip", "path": str(tiny_siglip_dir)} if case == "siglip_bias" else \
         {"name": "two_tower", "image": {"size": 64}}
-    method = {"effnet_lora": {"name": "lora"}, "effnet_probe": {"name": "linear_probe"}}.get(case, {"name": "zero_shot"})
+    method = {"effnet_lora": {"name": "lora"}, "effnet_probe": {"name": "linear_probe"},
+              "effnet_mil": {"name": "mil", "pool": "abmil"}}.get(case, {"name": "zero_shot"})
     model = build(tower, method)
     if case == "effnet_probe":
         _fitted_probe(model)
+    if case == "effnet_mil":  # class rows of unequal norm: the classifier, not a cosine, scores a tile
+        model.adapters["classifier"].weight.data.mul_(torch.tensor([0.5, 1.0, 2.0, 3.0])[:, None])
     if case == "siglip_bias":
         model.tower.logit_bias.data.fill_(-2.5)  # the tiny tower's bias is 0: give it one to carry
     size = model.tower.preprocess.size
@@ -110,7 +113,10 @@ def test_a_location_is_scored_as_an_image_made_of_its_features(case, tiny_siglip
         grid = model.location_logits(pixels)
         feats = model.tower.dense_features(pixels)
         b, h, w, _ = feats.shape
-        expected = model.logits({"features": feats.reshape(b * h * w, -1)}).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        cells = feats.reshape(b * h * w, -1)
+        batch = {"features": cells[:, None], "tile_mask": torch.ones(len(cells), 1, dtype=torch.bool)} \
+            if case == "effnet_mil" else {"features": cells}  # MIL: each cell a slide of one tile
+        expected = model.logits(batch).reshape(b, h, w, -1).permute(0, 3, 1, 2)
         probs = model.probability_maps(pixels)
     torch.testing.assert_close(grid, expected, atol=1e-5, rtol=1e-5)
     assert grid.shape == (2, 4, h, w) and (h, w) != (1, 1)

@@ -124,6 +124,14 @@ class MIL(Method):
     def logits(self, model, batch, prompts, class_emb=None):
         return self.bag_outputs(model, batch, prompts, class_emb)[0]
 
+    def location_logits(self, model, features, prompts, class_emb=None):
+        """Each location scored as a slide of that one tile: the trained classifier (a one-tile
+        bag's attention or mean is the tile itself), else the prompts."""
+        if "classifier" not in model.adapters:
+            return super().location_logits(model, features, prompts, class_emb)
+        emb = F.normalize(model.tower.image_head(features), dim=-1)
+        return model.adapters["classifier"](model.tower, emb).permute(0, 3, 1, 2)
+
     def classification_inputs(self, model, batch: dict, prompts: PromptSet) -> tuple:
         """``tile_label`` trains each tile on its slide's label; the others train the slide logits."""
         if self.pool != "tile_label":
