@@ -12,6 +12,7 @@ by much).
     python benchmarks/pointing.py                          # recipes pathology radiology satellite
     python benchmarks/pointing.py --recipes pathology
     python benchmarks/pointing.py --smoke
+    python benchmarks/pointing.py --recipes radiology -- method.sides=[image,text]   # any run overrides
 
 Targets: adapted >= 0.80 and above zero-shot, per recipe.
 """
@@ -109,12 +110,13 @@ def main() -> None:
     ap.add_argument("--tolerance", type=int, default=0, help="pixels (at the model's input size) a hit may miss by")
     ap.add_argument("--smoke", action="store_true", help="pathology at 64 px, one epoch, no bootstrap")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --), e.g. tower.image.size=448")
     args = ap.parse_args()
     smoke = ["trainer.max_epochs=1", "eval.bootstrap=0", "eval.external_cards=[]", "tower.image.size=64"]
-    extra = smoke if args.smoke else []
+    extra = (smoke if args.smoke else []) + args.overrides
     recipes = ["pathology"] if args.smoke else args.recipes
     results = {r: pointing(r, extra, args.tolerance) for r in recipes}
-    write_result("pointing", {"tolerance_px": args.tolerance, "recipes": results}, args.out)
+    write_result("pointing", {"tolerance_px": args.tolerance, "overrides": args.overrides, "recipes": results}, args.out)
     print(f"machine: {machine()}")
     for recipe, r in results.items():
         print(f"recipe={recipe}: pointing game on {r['positives']} of {r['of']} test images: adapted {r['adapted']:.3f} "
