@@ -44,6 +44,22 @@ def best_rate(fn, items: int, repeats: int = 3, warmup: int = 1) -> float:
     return items / min(times)
 
 
+def interleaved_rates(fns: dict, items: int, repeats: int = 3, warmup: int = 1) -> dict:
+    """Items per second of each ``fns[name]()``, the best of ``repeats`` rounds in which every
+    function runs once in turn (after ``warmup`` rounds): a slow spell of the machine then falls
+    on all of them alike, not on whichever was being timed, so their ratios are steadier."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return {name: items / seconds for name, seconds in best.items()}
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 

@@ -1,7 +1,9 @@
 """Inference: ``load_bundle(...).predict`` throughput vs the bare image-tower forward
 (``tower.encode_image`` under ``torch.inference_mode``) on the same preprocessed batch, and the
-cost of similarity maps (``explain``) over ``predict``: on the bundle (EfficientNet default) and on
-a ViT-B/16 CLIP (random weights; MaskCLIP's value path in the last block).
+cost of the maps (``explain``: probability maps) over ``predict`` on the bundle (EfficientNet
+default), and of similarity maps over logits on a ViT-B/16 CLIP (random weights; MaskCLIP's value
+path in the last block). Each figure is the best of ``--repeats`` rounds in which the compared
+calls run in turn (``common.interleaved_rates``), so a slow spell of the machine hits them alike.
 
     python benchmarks/inference.py          # bundle of a 1-epoch LoRA run of recipe=pathology, batch 32
     python benchmarks/inference.py --smoke
@@ -16,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import best_rate, machine, toy_batch, vit_b16_clip_dir, write_result  # noqa: E402
+from common import interleaved_rates, machine, toy_batch, vit_b16_clip_dir, write_result  # noqa: E402
 
 
 def make_bundle(out: Path, smoke: bool = False) -> Path:
@@ -38,7 +40,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -53,9 +55,8 @@ def main() -> None:
         with torch.inference_mode():
             predictor.tower.encode_image(pixels)
 
-    rates = {"predict": best_rate(lambda: predictor.predict(pixels), args.batch, args.repeats),
-             "bare_forward": best_rate(bare, args.batch, args.repeats),
-             "explain": best_rate(lambda: predictor.explain(pixels), args.batch, args.repeats)}
+    rates = interleaved_rates({"predict": lambda: predictor.predict(pixels), "bare_forward": bare,
+                               "explain": lambda: predictor.explain(pixels)}, args.batch, args.repeats)
     vit = vit_maps_cost(args)
     result = {"batch": args.batch, "images_per_s": rates, "ratio": rates["predict"] / rates["bare_forward"],
               "explain_cost_over_predict": {"embedded_bundle": rates["predict"] / rates["explain"],
@@ -81,14 +82,16 @@ def vit_maps_cost(args) -> float:
     pixels = toy_batch(args.batch, size)["pixels"]
     classes = model.fixed_class_embeddings()
 
-    def timed(fn):
+    def under_inference(fn):
         def call():
             with torch.inference_mode():
                 fn()
-        return best_rate(call, args.batch, args.repeats)
+        return call
 
-    return timed(lambda: model.logits(pixels, class_embeddings=classes)) / timed(
-        lambda: model.similarity_maps(pixels, class_embeddings=classes))
+    rates = interleaved_rates({"logits": under_inference(lambda: model.logits(pixels, class_embeddings=classes)),
+                               "maps": under_inference(lambda: model.similarity_maps(pixels, class_embeddings=classes))},
+                              args.batch, args.repeats)
+    return rates["logits"] / rates["maps"]
 
 
 if __name__ == "__main__":
