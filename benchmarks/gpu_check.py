@@ -12,9 +12,9 @@ Rows (each with its peak accelerator memory):
 - Data feeding: the pathology recipe's real data path (card, reader in loader workers, transforms)
   driving the LoRA step, first from files, then from WebDataset shards of the same card; data wait
   is the share of wall time spent waiting for the next batch. Target with shards: <= 5%.
-- Tile-feature extraction for whole slides: not measured here. Slide-level MIL has landed, but
-  the run extracts tile features (and the feature cache) with the tower where it lies before
-  training, which is the CPU; ``benchmarks/slides.py`` measures that path.
+- Tile-feature extraction for whole slides: not timed here. The run extracts tile features (and
+  the feature cache, and the evaluation's predictions) on the accelerator (``core.devices``);
+  ``pytest -m gpu`` checks they equal the CPU's, and ``benchmarks/slides.py`` times the path.
 
 Fixed on CPU-testable paths before any GPU figure, because a GPU makes each costly: caption choice
 synchronised host and device once per sample (now one copy per tensor), and loaders now pin memory
@@ -228,7 +228,7 @@ def main() -> None:
         for compiled in (False, True) if not args.no_compile else (False,):
             rows.append(training_row({"name": "hf_clip", "path": tower_path}, method, args, peak, compiled))
     rows += feeding_rows(tower_path, args)
-    rows.append({"row": "whole-slide tile features", "note": "n/a: the run extracts tile features on the CPU before training (benchmarks/slides.py measures it)"})
+    rows.append({"row": "whole-slide tile features", "note": "not timed here: benchmarks/slides.py times extraction; pytest -m gpu checks it on the GPU"})
     write_result("gpu_check", {"device": args.device, "dry_run": args.dry_run, "peak_flops": peak,
                                "peak_source": peak_source, "rows": rows}, args.out)
     print_table(rows, args, peak, peak_source)

@@ -40,6 +40,34 @@ def test_one_bf16_step_per_method(overrides, make_cfg, tiny_clip_dir):
     assert torch.isfinite(logits).all()
 
 
+def test_inference_passes_run_on_the_gpu_and_match_the_cpu(make_cfg, tiny_clip_dir):
+    """The feature cache and the evaluation's predictions run on the accelerator
+    (``core.devices``), give the CPU's figures, and leave the model where it was."""
+    from domainclip.core.devices import compute_device
+    from domainclip.data import ImageDataset
+    from domainclip.data.features import compute_features
+    from domainclip.pipeline.run import setup
+    from domainclip.pipeline.run_data import predictions
+    from domainclip.transforms.pipeline import DomainOptions
+
+    cfg = make_cfg("recipe=pathology", "tower=hf_clip", f"tower.path={tiny_clip_dir}",
+                   *[o for o in GPU if o != "data.cache_features=false"])
+    parts = setup(cfg)  # builds the feature cache on the GPU
+    device = compute_device(cfg.trainer.accelerator)
+    assert device.type == "cuda"
+    card, records = parts.data.card, parts.data.splits["val"]
+    images = ImageDataset(records, card.reader.name, card.reader.options, DomainOptions.from_dict(card.transforms),
+                          parts.task.tower.preprocess, len(card.classes), False, [0] * len(records))
+    on_gpu = compute_features(parts.task.tower, images, batch_size=8, device=device)
+    on_cpu = compute_features(parts.task.tower, images, batch_size=8)
+    torch.testing.assert_close(on_gpu.features, on_cpu.features, atol=1e-4, rtol=1e-4)
+    assert on_gpu.features.device.type == "cpu" and next(parts.task.parameters()).device.type == "cpu"
+    gpu_logits = predictions(parts.task, parts.dm, parts.data, ["val"], device=device)["val"].logits
+    cpu_logits = predictions(parts.task, parts.dm, parts.data, ["val"])["val"].logits
+    torch.testing.assert_close(gpu_logits, cpu_logits, atol=1e-3, rtol=1e-3)
+    assert next(parts.task.parameters()).device.type == "cpu"
+
+
 def test_fsdp_wraps_blocks_and_trains(make_cfg, tiny_clip_dir):
     from torch.distributed.fsdp import FullyShardedDataParallel
 

@@ -62,10 +62,11 @@ def _write_slide(path: Path, features: list[torch.Tensor], coords: list[torch.Te
     tmp.replace(path)
 
 
-def _extract_in_order(backbone, batches, targets: list[Path], todo: set[int]) -> int:
+def _extract_in_order(backbone, batches, targets: list[Path], todo: set[int], device: torch.device | None = None) -> int:
     """Features of tiles arriving in slide order (batches of ``pixels``, ``slide``, ``xy`` and
-    optionally ``valid``) for the slides in ``todo``; each slide's file is written once its tiles
-    have passed, so only slides in progress are held. Returns the feature width."""
+    optionally ``valid``) for the slides in ``todo``, the pixels sent to ``device`` (the
+    backbone's; ``None``: left where they are); each slide's file is written once its tiles have
+    passed, so only slides in progress are held. Returns the feature width."""
     pending: dict[int, tuple[list, list]] = {}
     feature_dim = 1
     for batch in batches:
@@ -77,7 +78,8 @@ def _extract_in_order(backbone, batches, targets: list[Path], todo: set[int]) ->
             _write_slide(targets[done], *pending.pop(done), feature_dim)
         if not rows.any():
             continue
-        feats = backbone(batch["pixels"][rows]).float().cpu()
+        pixels = batch["pixels"][rows]
+        feats = backbone(pixels if device is None else pixels.to(device, non_blocking=True)).float().cpu()
         feature_dim = feats.shape[-1]
         for s in slides[rows].unique().tolist():
             pick = slides[rows] == s
@@ -91,17 +93,19 @@ def _extract_in_order(backbone, batches, targets: list[Path], todo: set[int]) ->
 
 @torch.inference_mode()
 def extract_features(backbone, paths: list[Path], targets: list[Path], reader_options: dict, domain: DomainOptions,
-                     preprocess: Preprocess, batch_size: int = 64, num_workers: int = 0) -> int:
+                     preprocess: Preprocess, batch_size: int = 64, num_workers: int = 0,
+                     device: torch.device | None = None) -> int:
     """Tile features of every slide in ``paths`` whose ``targets`` file is missing, written to it;
     returns how many slides were extracted. ``backbone`` maps pixels (B, C, S, S) to features
-    (B, F). Batches span slides; only the features of slides in progress are held."""
+    (B, F) on ``device`` (where its module lies; ``None``: the pixels' own). Batches span slides;
+    only the features of slides in progress are held."""
     todo = {i for i, t in enumerate(targets) if not t.is_file()}
     if not todo:
         return 0
     grids = [file_cells("wsi", p, reader_options) if i in todo else [] for i, p in enumerate(paths)]
     tiles = SlideTiles(paths, grids, reader_options, domain, preprocess)
     feature_dim = _extract_in_order(backbone, DataLoader(tiles, batch_size=batch_size, num_workers=num_workers),
-                                    targets, todo)
+                                    targets, todo, device)
     for i in todo:  # slides without any tissue tile
         if not targets[i].is_file():
             _write_slide(targets[i], [], [], feature_dim)
@@ -109,13 +113,13 @@ def extract_features(backbone, paths: list[Path], targets: list[Path], reader_op
 
 
 @torch.inference_mode()
-def extract_stream(backbone, stream, targets: list[Path], batch_size: int = 64) -> int:
+def extract_stream(backbone, stream, targets: list[Path], batch_size: int = 64, device: torch.device | None = None) -> int:
     """The same from a slide-level shard split, whose tiles arrive in slide order with their
     slide index and ``xy``: features of the slides whose ``targets`` file is missing; returns how
     many slides were extracted."""
     todo = {i for i, t in enumerate(targets) if not t.is_file()}
     if todo:
-        _extract_in_order(backbone, DataLoader(stream, batch_size=batch_size), targets, todo)
+        _extract_in_order(backbone, DataLoader(stream, batch_size=batch_size), targets, todo, device)
     return len(todo)
 
 

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
+from domainclip.core.devices import placed
 from domainclip.core.distributed import computed_once
 from domainclip.data.dataset import FeatureDataset, ImageDataset
 
@@ -40,17 +41,22 @@ def cache_key(tower_digest: str, card_digest: str, dataset: ImageDataset) -> str
 
 
 @torch.inference_mode()
-def compute_features(tower, dataset, batch_size: int = 64, num_workers: int = 0) -> FeatureDataset:
-    """Run the (frozen) image backbone once over ``dataset``."""
+def compute_features(tower, dataset, batch_size: int = 64, num_workers: int = 0,
+                     device: torch.device | None = None) -> FeatureDataset:
+    """Run the (frozen) image backbone once over ``dataset``, on ``device`` (``None``: where the
+    tower is; see ``core.devices.compute_device``); the features come back on the CPU."""
     was_training = tower.training
     tower.eval()
     feats, labels = [], []
     iterable = isinstance(dataset, torch.utils.data.IterableDataset)  # shard streams keep index order in one process
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=0 if iterable else num_workers)
-    for batch in loader:
-        keep = batch["valid"] if "valid" in batch else slice(None)
-        feats.append(tower.image_features(batch["pixels"][keep]).float())
-        labels.append(batch["label"][keep])
+    with placed(tower, device):
+        for batch in loader:
+            keep = batch["valid"] if "valid" in batch else slice(None)
+            pixels = batch["pixels"][keep]
+            pixels = pixels if device is None else pixels.to(device, non_blocking=True)
+            feats.append(tower.image_features(pixels).float().cpu())
+            labels.append(batch["label"][keep])
     tower.train(was_training)
     return FeatureDataset(torch.cat(feats), torch.cat(labels), dataset.pools)
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from domainclip.captions.bank import CaptionBank
 from domainclip.captions.build import prepare_captions
+from domainclip.core.devices import compute_device
 from domainclip.core.distributed import launch_rank
 from domainclip.core.errors import DomainClipError, one_line
 from domainclip.core.fileio import atomic_write_text
@@ -229,7 +230,8 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
             write_quarantine(parts.run_dir / "quarantine.jsonl", data.quarantine)
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
-    before = predictions(task, dm, data, splits, zero_shot=True) if lead else {}
+    device = compute_device(cfg.trainer.accelerator)
+    before = predictions(task, dm, data, splits, zero_shot=True, device=device) if lead else {}
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # training RNG independent of what ran before
     method_report = adapt(adaptation(parts))
     timings["train_s"] = time.perf_counter() - t
@@ -272,11 +274,12 @@ def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None =
     after-training predictions per split. ``before`` holds the zero-shot predictions."""
     cfg, task, dm, data = parts.cfg, parts.task, parts.dm, parts.data
     splits = list(cfg.eval.splits)
-    after = predictions(task, dm, data, splits)
+    device = compute_device(cfg.trainer.accelerator)
+    after = predictions(task, dm, data, splits, device=device)
     settings = eval_settings(cfg, data)
     metrics = summarise(before, after, data, settings)
     if parts.external and "clinical" in metrics:
-        external = evaluate_sites(task, parts.external, metrics["clinical"], settings)
+        external = evaluate_sites(task, parts.external, metrics["clinical"], settings, device)
         metrics["external"] = {name: report for name, (_, report) in external.items()}
         metrics["sites"] = compare_sites(data.card.name, after["test"], metrics["clinical"], external, settings)
     if "test" in splits and data.card.label_level != "slide":  # slides have no caption of their own

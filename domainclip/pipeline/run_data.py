@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
+from domainclip.core.devices import compute_device, placed
 from domainclip.core.distributed import computed_once
 from domainclip.core.paths import cache_dir
 from domainclip.data import CardData, ImageDataset
@@ -39,11 +41,11 @@ def build_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
     if shards:  # features are computed over every sample once, in index order
         images = shard_datasets(cfg, data, task.tower, pool_ids, ordered=True)
     digest, out, hits = task.tower.weights_digest(), {}, {}
-    feat_dir = feature_dir(cfg)
+    feat_dir, device = feature_dir(cfg), compute_device(cfg.trainer.accelerator)
     for split, ds in images.items():
         key = shard_cache_key(digest, ds) if shards else cache_key(digest, data.digest, ds)
         out[split], hits[split] = cached_features(task.tower, ds, feat_dir, key, batch_size=cfg.eval.batch_size,
-                                                  num_workers=cfg.data.num_workers)
+                                                  num_workers=cfg.data.num_workers, device=device)
     return out, hits
 
 
@@ -58,24 +60,28 @@ def slide_datasets(cfg: DictConfig, data: CardData, task: ContrastiveTask, pool_
     domain = DomainOptions.from_dict(card.transforms)
     out, hits = {}, {}
     streams = slide_shard_streams(cfg, data, task.tower) if cfg.data.get("source", "files") == "shards" else None
-    for split, recs in data.splits.items():
-        if streams is not None:
-            files, hits[split] = shard_bags(model, digest, streams[split], len(recs), directory, cfg.eval.batch_size)
-        else:
-            files, hits[split] = cached_bags(model.image_features, digest, recs, card.reader.options, domain,
-                                             task.tower.preprocess, directory, batch_size=cfg.eval.batch_size,
-                                             num_workers=cfg.data.num_workers)
-        out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
+    device = compute_device(cfg.trainer.accelerator)
+    with placed(model, device):
+        for split, recs in data.splits.items():
+            if streams is not None:
+                files, hits[split] = shard_bags(model, digest, streams[split], len(recs), directory,
+                                                cfg.eval.batch_size, device)
+            else:
+                files, hits[split] = cached_bags(model.image_features, digest, recs, card.reader.options, domain,
+                                                 task.tower.preprocess, directory, batch_size=cfg.eval.batch_size,
+                                                 num_workers=cfg.data.num_workers, device=device)
+            out[split] = BagDataset(recs, files, len(card.classes), card.task == "multi_label", pool_ids[split])
     return out, hits
 
 
-def shard_bags(model, tower_digest: str, stream, slides: int, directory: Path, batch_size: int) -> tuple[list[Path], bool]:
+def shard_bags(model, tower_digest: str, stream, slides: int, directory: Path, batch_size: int,
+               device: torch.device | None = None) -> tuple[list[Path], bool]:
     """The feature file of each slide of a shard split (extracted from the shards where missing);
     returns the files and whether every one was already there."""
     files = [directory / f"{k}.safetensors" for k in stream_keys(tower_digest, [s["sha256"] for s in stream.shards],
                                                                  slides)]
     with computed_once(directory / "extraction"):
-        return files, extract_stream(model.image_features, stream, files, batch_size) == 0
+        return files, extract_stream(model.image_features, stream, files, batch_size, device) == 0
 
 
 def sample_meta(data: CardData) -> dict:
@@ -97,15 +103,17 @@ def input_adapter_spec(data: CardData) -> dict | None:
 
 
 def predictions(task: ContrastiveTask, dm: SplitDataModule, data: CardData, splits: list[str],
-                zero_shot: bool = False) -> dict[str, Predictions]:
+                zero_shot: bool = False, device: torch.device | None = None) -> dict[str, Predictions]:
     """Per split: the method's logits (always the template zero-shot ensemble with ``zero_shot``),
-    targets, group ids and the card's subgroup columns."""
+    targets, group ids and the card's subgroup columns; computed on ``device`` (``None``: where
+    the task is), the task put back afterwards."""
     out = {}
-    for split in splits:
-        logits, targets = task_logits(task, dm.eval_loader(split), zero_shot)
-        recs = data.splits[split]
-        extra = [{c: r.extra.get(c) for c in data.card.subgroups} for r in recs]
-        out[split] = Predictions(logits, targets, [r.group for r in recs], extra)
+    with placed(task, device):
+        for split in splits:
+            logits, targets = task_logits(task, dm.eval_loader(split), zero_shot)
+            recs = data.splits[split]
+            extra = [{c: r.extra.get(c) for c in data.card.subgroups} for r in recs]
+            out[split] = Predictions(logits, targets, [r.group for r in recs], extra)
     return out
 
 

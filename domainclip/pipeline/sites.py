@@ -54,11 +54,13 @@ def load_external_sites(cfg: DictConfig, data: CardData, task) -> dict[str, Exte
     return sites
 
 
-def evaluate_sites(task, sites: dict[str, ExternalSite], clinical: dict, settings: EvalSettings) -> dict:
-    """The locked model's clinical report on each external site, plus its predictions."""
+def evaluate_sites(task, sites: dict[str, ExternalSite], clinical: dict, settings: EvalSettings,
+                   device=None) -> dict:
+    """The locked model's clinical report on each external site, plus its predictions (computed
+    on ``device``; ``None``: where the task is)."""
     out = {}
     for name, site in sites.items():
-        pred = predictions(task, site.dm, site.data, ["test"])["test"]
+        pred = predictions(task, site.dm, site.data, ["test"], device=device)["test"]
         own = dataclasses.replace(settings, subgroups=list(site.data.card.subgroups))
         out[name] = (pred, evaluator_of(clinical).clinical(None, pred, site.data.class_names, own, locked_from=clinical))
     return out
