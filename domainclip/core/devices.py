@@ -21,6 +21,16 @@ def compute_device(accelerator: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def to_device(value, device: torch.device | None):
+    """A tensor, or a batch dict's tensors, on ``device`` (``None``: left where they are); other
+    values as they are."""
+    if device is None:
+        return value
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+
+
 @contextmanager
 def placed(module: nn.Module, device: torch.device | None):
     """Run the block with ``module`` on ``device`` (``None``: where it is), then put it back where

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from domainclip.cards.manifest import Record
+from domainclip.core.devices import to_device
 from domainclip.core.distributed import computed_once
 from domainclip.data.dataset import record_target
 from domainclip.data.expand import file_cells
@@ -78,8 +79,7 @@ def _extract_in_order(backbone, batches, targets: list[Path], todo: set[int], de
             _write_slide(targets[done], *pending.pop(done), feature_dim)
         if not rows.any():
             continue
-        pixels = batch["pixels"][rows]
-        feats = backbone(pixels if device is None else pixels.to(device, non_blocking=True)).float().cpu()
+        feats = backbone(to_device(batch["pixels"][rows], device)).float().cpu()
         feature_dim = feats.shape[-1]
         for s in slides[rows].unique().tolist():
             pick = slides[rows] == s

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from domainclip.core.devices import placed
+from domainclip.core.devices import placed, to_device
 from domainclip.core.distributed import computed_once
 from domainclip.data.dataset import FeatureDataset, ImageDataset
 
@@ -53,9 +53,7 @@ def compute_features(tower, dataset, batch_size: int = 64, num_workers: int = 0,
     with placed(tower, device):
         for batch in loader:
             keep = batch["valid"] if "valid" in batch else slice(None)
-            pixels = batch["pixels"][keep]
-            pixels = pixels if device is None else pixels.to(device, non_blocking=True)
-            feats.append(tower.image_features(pixels).float().cpu())
+            feats.append(tower.image_features(to_device(batch["pixels"][keep], device)).float().cpu())
             labels.append(batch["label"][keep])
     tower.train(was_training)
     return FeatureDataset(torch.cat(feats), torch.cat(labels), dataset.pools)

@@ -1,8 +1,9 @@
 """The report's case gallery: for each class, the most confident correct, the most confident wrong
-and the most uncertain test case, each with the adapted model's map over it: the class's probability at each location, with the
-report's locked calibration (for multi-label cards: per finding, against its locked operating point). Pictures
-and their names carry no identifier: a case is named by its number, class and kind, and its group
-by a pseudonym (salted with the card digest, as in shards)."""
+and the most uncertain test case, each with the adapted model's map over it: the class's
+probability at each location, with the report's locked calibration (for multi-label cards: per
+finding, against its locked operating point). Pictures and their names carry no identifier: a
+case is named by its number, class and kind, and its group by a pseudonym (salted with the card
+digest, as in shards)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from domainclip.core.devices import to_device
+
 
 @torch.inference_mode()
 def task_logits(task, loader: DataLoader, zero_shot: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,13 +18,8 @@ def task_logits(task, loader: DataLoader, zero_shot: bool = False) -> tuple[torc
     device = task.device
     classes = task.model.fixed_class_embeddings(zero_shot)  # text encoded once per loader, not per batch
     for batch in loader:
-        out = task.model.logits(on_device(batch, device), zero_shot=zero_shot, class_embeddings=classes)
+        out = task.model.logits(to_device(batch, device), zero_shot=zero_shot, class_embeddings=classes)
         logits.append(out.float().cpu())
         targets.append(batch["label"])
     task.train(was_training)
     return torch.cat(logits), torch.cat(targets)
-
-
-def on_device(batch: dict, device: torch.device) -> dict:
-    """The batch with its tensors on ``device`` (other values as they are)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

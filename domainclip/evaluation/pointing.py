@@ -62,16 +62,13 @@ def pointing_rate(model, pixels: torch.Tensor, labels: torch.Tensor, masks: torc
                   score: str = "probability") -> float:
     """Share of images whose map for their labelled class (``labels``) peaks inside its mask (or
     within ``tolerance`` pixels): ``model`` is an ``AdaptedModel``; ``zero_shot`` maps with its
-    template prompts; ``score``: ``"probability"`` (``probability_maps``, softmax of the model's
+    template prompts; ``score``: ``"probability"`` (``AdaptedModel.maps``: softmax of the model's
     own logits, which is what ``explain`` shows up to the locked temperature) or
-    ``"similarity"`` (``similarity_maps``)."""
-    if score not in ("probability", "similarity"):
-        raise ValueError(f"score={score!r}: use 'probability' or 'similarity'")
-    draw = model.probability_maps if score == "probability" else model.similarity_maps
+    ``"similarity"``."""
     hits = []
     for start in range(0, len(pixels), batch_size):
         stop = start + batch_size
-        maps = draw(pixels[start:stop], zero_shot=zero_shot)
+        maps = model.maps(pixels[start:stop], score, zero_shot=zero_shot)
         own = maps[torch.arange(len(maps)), labels[start:stop]]
         hits.append(pointing_hits(own, masks[start:stop], tolerance))
     return torch.cat(hits).float().mean().item()

@@ -22,16 +22,13 @@ from domainclip.export.bundle import SUMS_FILE, recover_interrupted
 from domainclip.export.schema import validate_metadata
 from domainclip.export.slides import predict_slide
 from domainclip.model import AdaptedModel
-from domainclip.model.adapted import SPEC_FILE, read_spec
+from domainclip.model.adapted import MAP_SCORES, SPEC_FILE, read_spec
 from domainclip.readers import read, read_record
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 from domainclip.transforms.spatial import min_side_for
 
 TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles cut beforehand
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
-
-
-MAP_SCORES = ("probability", "similarity")
 
 
 def map_score(texts: list[str] | None, score: str | None) -> str:
@@ -327,9 +324,8 @@ class Predictor:
 
     def _maps(self, pixels: torch.Tensor, classes: torch.Tensor | None, score: str) -> torch.Tensor:
         """(B, K, S, S) maps of one batch of ready pixels, by ``score`` (see ``explain``)."""
-        if score == "probability":
-            return self.model.probability_maps(pixels, self.probabilities, method_classes=self._class_emb)
-        return self.model.similarity_maps(pixels, class_embeddings=classes, method_classes=self._class_emb)
+        return self.model.maps(pixels, score, self.probabilities, class_embeddings=classes,
+                               method_classes=self._class_emb)
 
     def _tiles_only(self, images, what: str, method: str) -> list:
         """The inputs as a list; a whole slide or scene (which the run cut into tiles or chips) is

@@ -25,6 +25,7 @@ SPEC_FILE = "adapted_model.json"
 HEADS_FILE = "heads.safetensors"
 INPUT_ADAPTER = "input_adapter"
 ZERO_SHOT = Method()
+MAP_SCORES = ("probability", "similarity")  # what a map shows: see AdaptedModel.maps
 
 
 def read_spec(folder: Path) -> dict:
@@ -198,6 +199,16 @@ class AdaptedModel(nn.Module):
         probs = to_probabilities(flat) if to_probabilities is not None else flat.softmax(-1)
         grid = probs.reshape(logits.shape[0], *logits.shape[2:], -1).permute(0, 3, 1, 2)
         return upsample_maps(grid, pixels)
+
+    def maps(self, pixels: torch.Tensor, score: str = "probability", to_probabilities=None,
+             **classes) -> torch.Tensor:
+        """(B, K, H, W) maps of ``score`` (one of ``MAP_SCORES``): ``probability_maps`` (with
+        ``to_probabilities``) or ``similarity_maps``; ``classes`` as for those."""
+        if score not in MAP_SCORES:
+            raise ValueError(f"score={score!r}: use one of {list(MAP_SCORES)}")
+        if score == "probability":
+            return self.probability_maps(pixels, to_probabilities, **classes)
+        return self.similarity_maps(pixels, **classes)
 
     def _dense_inputs(self, pixels, class_embeddings, zero_shot, method_classes):
         """(method, class embeddings, per-location features) that a map of ``pixels`` scores."""
