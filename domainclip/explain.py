@@ -2,7 +2,8 @@
 
 Where the bundle's adapted model looks: for each image (a tile, chip or image file, read as the
 run read them) and each class (or each ``--texts`` sentence), a PNG with the image and its
-map overlaid, ``DIR/NNNN-CLASS.png`` (NNNN: the image's position on the command line),
+map overlaid, ``DIR/NNNN-KK_class.png`` (NNNN: the image's position on the command line, KK the
+class's or text's index, so that look-alike names never share a file),
 and ``DIR/explain.json`` listing the inputs, their class probabilities and the files written. A
 whole slide or scene is read as the run read it (its tiles or chips, tissue or valid-pixel filter):
 the picture is its tiles stitched where they lie, with their maps, and the probabilities are
@@ -18,8 +19,9 @@ import sys
 from pathlib import Path
 
 from domainclip import load_bundle
+from domainclip.core.names import file_slug
 from domainclip.core.errors import USER_ERRORS, one_line
-from domainclip.evaluation.overlays import display_image, save_overlay, slug
+from domainclip.evaluation.overlays import display_image, save_overlay
 from domainclip.export.loader import MAP_SCORES, map_score
 
 
@@ -43,7 +45,7 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
             shown, extra = display_image(pixels[0], pre.mean, pre.std), {}
         files = []
         for k, name in enumerate(names):
-            path = out / f"{i:04d}-{slug(name)}.png"
+            path = out / f"{i:04d}-{file_slug(k, name)}.png"
             title = f"{name}" if texts else f"{name}: p = {float(probs[k]):.2f}"
             save_overlay(path, shown, maps[k], title)
             files.append(path.name)

@@ -8,6 +8,7 @@ import resource
 import shutil
 import signal
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch
 import domainclip
 from domainclip.core.errors import BundleError
 from domainclip.core.fileio import WriteError
+from domainclip.export.__main__ import main as export_main
 from domainclip.export.bundle import write_sums
 from domainclip.pipeline.objectives import adapt
 from domainclip.pipeline.run import adaptation, export_bundle, setup
@@ -60,8 +62,8 @@ class EvilTokenizer(BertTokenizer):
 """
 
 
-def plant_remote_code(bundle, marker, tiny_clip_dir):
-    evil = bundle / "evil"
+def plant_remote_code(folder, marker, tiny_clip_dir):
+    evil = folder / "evil"
     shutil.copytree(tiny_clip_dir, evil)
     (evil / "tokenization_evil.py").write_text(EVIL_TOKENIZER.format(marker=str(marker)))
     cfg = json.loads((evil / "tokenizer_config.json").read_text())
@@ -72,7 +74,7 @@ def plant_remote_code(bundle, marker, tiny_clip_dir):
 
 def test_bundle_cannot_turn_on_remote_code(copy, tmp_path, tiny_clip_dir):
     marker = tmp_path / "PWNED"
-    evil = plant_remote_code(copy, marker, tiny_clip_dir)
+    evil = plant_remote_code(tmp_path, marker, tiny_clip_dir)  # outside: inside, the .py alone is refused
 
     def attack(meta):
         meta["tower"]["config"].update(path=str(evil), trust_remote_code=True, revision="a" * 40)
@@ -86,11 +88,18 @@ def test_bundle_cannot_turn_on_remote_code(copy, tmp_path, tiny_clip_dir):
 @pytest.mark.parametrize("where", ["inside", "relative", "elsewhere"])
 def test_metadata_paths_are_never_followed(copy, tmp_path, tiny_clip_dir, where):
     marker = tmp_path / "PWNED"
-    evil = plant_remote_code(copy, marker, tiny_clip_dir)
-    target = {"inside": str(evil), "relative": "evil", "elsewhere": str(tmp_path)}[where]
+    evil = plant_remote_code(tmp_path, marker, tiny_clip_dir)
+    if where != "elsewhere":  # a copy of the evil tower inside the bundle is refused for its code alone
+        shutil.copytree(evil, copy / "evil")
+    target = {"inside": str(copy / "evil"), "relative": "evil", "elsewhere": str(evil)}[where]
     edit_metadata(copy, lambda meta: meta["tower"]["config"].update(path=target))
-    predictor = domainclip.load_bundle(copy)  # the base comes from this machine's registry, by digest
-    assert predictor.tower.source == str(tiny_clip_dir.resolve()) and not marker.exists()
+    if where != "elsewhere":
+        with pytest.raises(BundleError, match=r"refusing importable file\(s\) \['evil/tokenization_evil.py'\]"):
+            domainclip.load_bundle(copy)
+    else:
+        predictor = domainclip.load_bundle(copy)  # the base comes from this machine's registry, by digest
+        assert tmp_path not in Path(predictor.tower.source).parents  # a registered tiny CLIP, never the evil copy
+    assert not marker.exists()
 
 
 def test_caller_base_inside_the_bundle_is_refused(copy, tiny_clip_dir):
@@ -186,7 +195,11 @@ def test_kill_between_renames_keeps_a_complete_bundle(lora_bundle, monkeypatch):
         export_bundle(parts, {"zero_shot_after": {}})
     monkeypatch.setattr(bundle_module.os, "rename", real_rename)
     assert not bundle.exists()
-    predictor = domainclip.load_bundle(bundle)  # the previous bundle is put back and verifies
+    with pytest.raises(BundleError, match=r"no such bundle folder \(an interrupted export left it as .previous"):
+        domainclip.load_bundle(bundle)  # a load is a read: it repairs nothing
+    assert not bundle.exists() and bundle.with_name("bundle.previous").is_dir()
+    assert export_main([f"repair={bundle}"]) == 0  # the repair happens when asked
+    predictor = domainclip.load_bundle(bundle)  # the previous bundle is back and verifies
     assert (bundle / "SHA256SUMS").read_text() == before and predictor.classes
 
 

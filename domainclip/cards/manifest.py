@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from domainclip.cards.load import confined
 from domainclip.cards.schema import DataCard
 from domainclip.core.errors import CardError
+from domainclip.core.safe_json import loads_bounded
 
 MISSING_GROUP = {"", "nan", "none", "null", "na", "n/a"}  # what spreadsheets write for an empty cell
 
@@ -60,10 +60,7 @@ def _jsonl_rows(manifest: Path, text: str) -> list[dict]:
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CardError(f"{manifest}: line {i} is not valid JSON: {exc}") from None
+        row = loads_bounded(line, f"{manifest}: line {i}", CardError)
         if not isinstance(row, dict):
             raise CardError(f"{manifest}: line {i} is a JSON {type(row).__name__}, not an object; "
                             'write one {"path": ..., "label": ...} object per line')
@@ -91,9 +88,33 @@ def _parse_labels(card: DataCard, value, where: str) -> tuple[int, ...]:
     return tuple(index[n] for n in names)
 
 
+SCALAR = (str, int, float)  # what an id, split or path cell may hold (bool is an int: refused below)
+
+
+def check_cell_types(card: DataCard, row: dict, where: str) -> None:
+    """JSONL values of the wrong type are refused, not turned into strings: the path, group and
+    split columns hold one string (ids may be numbers), the label column a string (or, for a
+    multi-label card, a list of strings)."""
+    cols = card.columns
+    for key in (cols.path, cols.group, cols.split):
+        value = row.get(key) if key else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, SCALAR)
+                                  or (key == cols.path and not isinstance(value, str))):
+            raise CardError(f"{where}, column '{key}': {type(value).__name__} {str(value)[:60]!r} is not allowed; "
+                            f"write {'a string' if key == cols.path else 'a string or a number'}")
+    label = row.get(cols.label)
+    allowed = isinstance(label, str) or (isinstance(label, list) and card.task == "multi_label"
+                                         and all(isinstance(v, str) for v in label))
+    if label is not None and not allowed:
+        raise CardError(f"{where}, column '{cols.label}': {type(label).__name__} {str(label)[:60]!r} is not a "
+                        "class name; write the name as a string"
+                        + (" (or a list of strings)" if card.task == "multi_label" else ""))
+
+
 def _record_from_row(card: DataCard, root: Path, row: dict, i: int, src: Path) -> Record:
     cols = card.columns
     where = f"{src} row {i}"
+    check_cell_types(card, row, where)
     for key in (cols.path, cols.label):
         if key not in row or row[key] in (None, ""):
             raise CardError(f"{where}: column '{key}' is missing or empty")

@@ -1,9 +1,12 @@
 """The DataCard schema: plain data describing a labelled image collection."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from domainclip.core.names import colliding
 
 SPLIT_NAMES = ("train", "val", "test")
 SPLIT_LEVELS = ("patient", "study", "slide", "site", "spatial", "image")
@@ -40,6 +43,9 @@ class SplitSpec(Strict):
     fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
     seed: int = 0
     stratify: bool = True  # keep each class's share close to the fractions in every split (groups stay whole)
+    require_every_class: bool = Field(
+        False, description="refuse a run where a class has too few groups to reach every split it needs "
+        "(default: train on what exists and report the class as not evaluated on that split)")
 
     @field_validator("fractions")
     @classmethod
@@ -47,7 +53,7 @@ class SplitSpec(Strict):
         unknown = set(v) - set(SPLIT_NAMES)
         if unknown:
             raise ValueError(f"unknown split names {sorted(unknown)}; allowed: {list(SPLIT_NAMES)}")
-        if any(f < 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
+        if any(not math.isfinite(f) or f < 0 for f in v.values()) or abs(sum(v.values()) - 1.0) > 1e-6:
             raise ValueError(f"fractions must be >= 0 and sum to 1, got {v}")
         return v
 
@@ -82,7 +88,8 @@ class DataCard(Strict):
     task: Literal["single_label", "multi_label"] = "single_label"
     label_level: Literal["image", "slide"] = Field(
         "image", description="'slide': labels are per whole slide, one slide is one sample (a bag of tiles)")
-    label_separator: str = "|"
+    label_separator: str = Field("|", min_length=1, pattern=r"\S",
+                                 description="what separates a multi-label row's class names (not blank)")
     split: SplitSpec = Field(default_factory=SplitSpec)
     captions: CaptionSpec = Field(default_factory=CaptionSpec)
     phi: PhiSpec = Field(default_factory=PhiSpec)
@@ -98,6 +105,10 @@ class DataCard(Strict):
         names = [c.name for c in v]
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
+        clashes = colliding(names)
+        if clashes:
+            raise ValueError(f"class names {clashes} differ only by case, spacing or invisible characters; "
+                             "a reader (and a file system) would take them for one class: rename or merge them")
         return v
 
     @model_validator(mode="after")

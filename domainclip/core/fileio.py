@@ -75,6 +75,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 MAX_SAFETENSORS_HEADER = 16 << 20  # real headers are a few KB; a huge one is an attack or damage
 
 
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a safetensors file whose header is oversized or runs past the end of the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            header = int.from_bytes(fh.read(8), "little")
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror}); re-export it") from None
+    if header > MAX_SAFETENSORS_HEADER or header + 8 > size:
+        raise BundleError(f"{path}: safetensors header of {header} bytes is too large or past the end of the "
+                          "file; the file is damaged. Re-export it")
+
+
 def load_safetensors(path: Path) -> dict:
     """A safetensors file's tensors; a damaged file or an oversized header is a ``BundleError``
     naming the file (checked before safetensors allocates anything)."""
@@ -82,11 +96,7 @@ def load_safetensors(path: Path) -> dict:
 
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            header = int.from_bytes(fh.read(8), "little")
-        if header > MAX_SAFETENSORS_HEADER or header + 8 > path.stat().st_size:
-            raise BundleError(f"{path}: safetensors header of {header} bytes is too large or past the end of the "
-                              "file; the file is damaged. Re-export it")
+        check_safetensors_header(path)
         return load_file(str(path))
     except BundleError:
         raise

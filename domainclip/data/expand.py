@@ -4,16 +4,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 from domainclip.cards.manifest import Record
+from domainclip.readers.limits import require_regular_file
 from domainclip.readers.raster import chip_grid
 from domainclip.readers.wsi import cached_plan, tile_grid
 
 GRID_OPTIONS = {
-    "wsi": ("mpp", "tile_size", "min_tissue", "backend", "base_mpp", "max_tiles"),
-    "raster": ("chip_size", "stride", "min_valid", "nodata"),
+    "wsi": ("mpp", "tile_size", "min_tissue", "backend", "base_mpp", "max_tiles", "max_pixels"),
+    "raster": ("chip_size", "stride", "min_valid", "nodata", "max_pixels"),
 }
 
 
 def _grid(reader: str, path, options: dict) -> list[dict]:
+    require_regular_file(path)
     opts = {k: v for k, v in options.items() if k in GRID_OPTIONS[reader]}
     if reader == "wsi":
         return tile_grid(path, **opts)

@@ -13,6 +13,7 @@ import torch
 from domainclip.data import CardData, ImageDataset
 from domainclip.evaluation.clinical import Predictions
 from domainclip.evaluation.evaluators import evaluator_of
+from domainclip.core.names import file_slug
 from domainclip.evaluation.overlays import display_image, overlay_png, slug
 from domainclip.shards.build import pseudonym
 from domainclip.transforms.pipeline import DomainOptions
@@ -90,7 +91,7 @@ def write_gallery(report_dir: Path, model, data: CardData, test: Predictions, cl
         else:
             shown = int(probs[row].argmax())
             probability, predicted, true = float(probs[row, shown]), names[shown], names[int(test.targets[row])]
-        file = f"case{n:02d}-{slug(names[k])}-{slug(kind)}.png"
+        file = f"case{n:02d}-{file_slug(k, names[k])}-{slug(kind)}.png"
         overlay_png(folder / file, display_image(pixels[n], pre.mean, pre.std), maps[n, shown])
         cases.append({"class": names[k], "kind": kind, "predicted": predicted, "probability": probability,
                       "true": true, "group": pseudonym(records[row].group, data.digest), "file": f"gallery/{file}"})

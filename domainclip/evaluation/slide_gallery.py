@@ -17,6 +17,7 @@ from domainclip.data.expand import cell_side
 from domainclip.evaluation.clinical import Predictions
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.gallery import pick_cases
+from domainclip.core.names import file_slug
 from domainclip.evaluation.overlays import slug
 from domainclip.readers import read
 from domainclip.readers.wsi import open_slide
@@ -91,7 +92,7 @@ def write_slide_gallery(report_dir: Path, model, data: CardData, dataset: BagDat
         tiles = [read(record.path, reader="wsi", **{**options, **dict(zip("xy", coords[i].tolist()))})[0]
                  .transpose(1, 2, 0).clip(0, 255).astype(np.uint8) for i in top]
         shown = int(probs[row].argmax())
-        file = f"slide{n:02d}-{slug(names[k])}-{slug(kind)}.png"
+        file = f"slide{n:02d}-{file_slug(k, names[k])}-{slug(kind)}.png"
         title = f"{kind}: predicted {names[shown]} ({float(probs[row, shown]):.2f}), true {names[int(test.targets[row])]}"
         draw_slide(folder / file, thumb, heat, tiles, title)
         cases.append({"class": names[k], "kind": kind, "predicted": names[shown], "probability": float(probs[row, shown]),

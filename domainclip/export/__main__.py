@@ -1,4 +1,6 @@
 """``python -m domainclip.export run_dir=PATH [merge=true]``: re-export a finished run's bundle.
+``python -m domainclip.export repair=BUNDLE``: put back the complete bundle an export interrupted
+between its two renames left as ``BUNDLE.previous`` (loading never does this by itself).
 
 The run's resolved ``config.yaml`` rebuilds the task; the trained tensors come from
 ``checkpoints/last.ckpt`` (loaded with ``weights_only=True``); metrics from ``metrics.json``.
@@ -12,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from domainclip.core.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.export.bundle import recover_interrupted
 from domainclip.pipeline.run import evaluate_trained, export_bundle, predictions, setup, write_summary
 from domainclip.training.reliability.checkpoint_io import safe_torch_load
 
@@ -47,13 +50,23 @@ def reexport(run_dir: Path, merge: bool | None = None) -> Path:
     return export_bundle(parts, metrics)
 
 
+USAGE = "usage: python -m domainclip.export run_dir=PATH [merge=true|false] | repair=BUNDLE"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (argv if argv is not None else sys.argv[1:]))
-    unknown = set(args) - {"run_dir", "merge"}
-    if "run_dir" not in args or unknown:
-        print(f"usage: python -m domainclip.export run_dir=PATH [merge=true|false] (unknown: {sorted(unknown)})",
-              file=sys.stderr)
+    """Re-export a run's bundle, or repair an interrupted export; one line and exit 2 on bad use."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"{USAGE}\n\n{__doc__}")
+        return 0
+    loose = [a for a in argv if "=" not in a]
+    args = dict(a.split("=", 1) for a in argv if "=" in a)
+    unknown = set(args) - {"run_dir", "merge", "repair"}
+    if loose or unknown or len({"run_dir", "repair"} & set(args)) != 1:
+        print(f"error: {USAGE} (not understood: {sorted(unknown) + loose})", file=sys.stderr)
         return 2
+    if "repair" in args:
+        return repair(Path(args["repair"]))
     merge = None if "merge" not in args else args["merge"].lower() in ("1", "true", "yes")
     try:
         out = reexport(Path(args["run_dir"]), merge)
@@ -61,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     print(f"bundle written to {out}")
+    return 0
+
+
+def repair(bundle: Path) -> int:
+    """Put an interrupted export's previous bundle back (see ``export.bundle.recover_interrupted``)."""
+    if bundle.exists():
+        print(f"{bundle} is in place; nothing to repair")
+        return 0
+    if not recover_interrupted(bundle):
+        print(f"error: {bundle}: neither the bundle nor a complete {bundle.name}.previous is there", file=sys.stderr)
+        return 1
+    print(f"{bundle} put back from {bundle.name}.previous")
     return 0
 
 

@@ -128,9 +128,13 @@ def swap_in(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(previous)
 
 
-def recover_interrupted(out_dir: Path) -> None:
-    """After a crash between the two renames of :func:`swap_in`: put the previous bundle back."""
+def recover_interrupted(out_dir: Path) -> bool:
+    """After a crash between the two renames of :func:`swap_in`: put the previous bundle back
+    (export does this before writing; ``python -m domainclip.export repair=BUNDLE`` on request).
+    Returns whether a bundle was put back."""
     out_dir = Path(out_dir)
     previous = _previous(out_dir)
     if not out_dir.exists() and previous.is_dir() and (previous / SUMS_FILE).is_file():
         os.rename(previous, out_dir)
+        return True
+    return False

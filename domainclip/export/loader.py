@@ -1,7 +1,6 @@
 """``load_bundle``: a predictor from an export bundle, with no training code path."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 
 from domainclip.core.errors import BundleError, ConfigError, DomainClipError, ReadError
 from domainclip.core.fileio import sha256_file
+from domainclip.core.safe_json import loads_bounded
 from domainclip.data.expand import cell_origin, cell_side, file_cells, needs_expansion
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
@@ -18,17 +18,22 @@ from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.mosaic import stitch
 from domainclip.evaluation.overlays import display_image
 from domainclip.export.base_models import resolve_base
-from domainclip.export.bundle import SUMS_FILE, recover_interrupted
+from domainclip.export.bundle import SUMS_FILE
 from domainclip.export.schema import validate_metadata
 from domainclip.export.slides import predict_slide
 from domainclip.model import AdaptedModel
 from domainclip.model.adapted import MAP_SCORES, SPEC_FILE, read_spec
 from domainclip.readers import read, read_record
+from domainclip.readers.limits import LIMIT_OPTIONS
 from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_input
 from domainclip.transforms.spatial import min_side_for
 
 TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles cut beforehand
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
+# files Python imports or runs (a module beside the working directory, a .pth site hook, an
+# extension module, a zip on sys.path): a bundle is data and holds none of them
+IMPORTABLE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyi", ".pyx", ".pth", ".so", ".pyd", ".dll", ".dylib",
+                       ".egg", ".whl", ".zip")
 
 
 def map_score(texts: list[str] | None, score: str | None) -> str:
@@ -44,12 +49,18 @@ def map_score(texts: list[str] | None, score: str | None) -> str:
 
 
 def refuse_pickles(bundle: Path, files: set[str] | None = None) -> None:
-    """A bundle holds safetensors and text only; any pickle-capable file is refused unopened."""
+    """A bundle holds safetensors and text only; any pickle-capable or importable file (Python
+    source, bytecode, ``.pth`` hooks, extension modules, archives) is refused unopened."""
     files = bundle_files(bundle) if files is None else files
     found = sorted(name for name in files if PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES)
     if found:
         raise BundleError(f"{bundle}: refusing pickle-capable file(s) {found}; bundles carry safetensors only. "
                           "Delete them (they were not opened) or re-export the bundle")
+    code = sorted(name for name in files if PurePosixPath(name).suffix.lower() in IMPORTABLE_SUFFIXES
+                  or "__pycache__" in PurePosixPath(name).parts)
+    if code:
+        raise BundleError(f"{bundle}: refusing importable file(s) {code}; a bundle is data and carries no code. "
+                          "Delete them (nothing was imported) or re-export the bundle")
 
 
 SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
@@ -106,9 +117,9 @@ def read_metadata(bundle: Path) -> dict:
     """``metadata.json`` parsed and schema-checked; any damage is a ``BundleError`` naming it."""
     path = bundle / "metadata.json"
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
+        meta = loads_bounded(path.read_text(encoding="utf-8"), str(path), BundleError)
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not UTF-8 text ({exc}); re-export the bundle") from None
     if not isinstance(meta, dict):
         raise BundleError(f"{path}: must hold a JSON object, got {type(meta).__name__}; re-export the bundle")
     validate_metadata(meta, str(path))
@@ -127,7 +138,9 @@ class Predictor:
                                      resize_mode=pre.get("resize_mode", "squash"),
                                      interpolation=pre.get("interpolation", "bilinear"))
         self.domain = DomainOptions.from_dict(pre.get("domain"))
-        self.reader, self.reader_options, self.units = pre["reader"], pre.get("reader_options", {}), pre.get("units")
+        self.reader, self.units = pre["reader"], pre.get("units")
+        # limits (pixel caps) are this loader's, never the bundle's: a bundle cannot lift them
+        self.reader_options = {k: v for k, v in pre.get("reader_options", {}).items() if k not in LIMIT_OPTIONS}
         with torch.inference_mode():  # encoded once when they do not depend on the image
             self._class_emb = model.fixed_class_embeddings()
 
@@ -362,8 +375,12 @@ def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:
     two-tower models) or this machine's registry of base models, never from a path in the bundle;
     its weights' digest is verified before the tower is built.
     """
-    bundle = Path(path)
-    recover_interrupted(bundle)
+    bundle = Path(path).resolve()  # "." names the working directory's bundle by its real name
+    if not bundle.is_dir():
+        hint = f" (an interrupted export left it as .previous: put it back with python -m domainclip.export " \
+            f"repair={bundle})" \
+            if bundle.with_name(bundle.name + ".previous").is_dir() else ""
+        raise BundleError(f"{bundle}: no such bundle folder{hint}")
     if not (bundle / "metadata.json").is_file():
         raise BundleError(f"{bundle}: not a domainclip bundle (metadata.json missing)")
     files = bundle_files(bundle)  # one walk: symlinks, pickles and checksums all check this listing
@@ -383,4 +400,19 @@ def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:
     except Exception as exc:  # noqa: BLE001 - peft/safetensors errors on damaged adapter files
         raise BundleError(f"{bundle}: the {meta['method']['name']} adapter files cannot be loaded "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); re-export the bundle") from None
+    check_loaded(bundle, meta, model)
     return Predictor(bundle, meta, model)
+
+
+def check_loaded(bundle: Path, meta: dict, model: AdaptedModel) -> None:
+    """What the schema cannot see until the model exists: one preprocessing mean and std per
+    input channel of the tower (or one for all), and finite weights everywhere (a NaN in
+    ``heads.safetensors`` or an adapter file would make every probability NaN)."""
+    channels = len(model.tower.preprocess.mean)
+    given = len(meta["preprocessing"]["mean"])
+    if model.input_adapter is None and given not in (1, channels):
+        raise BundleError(f"{bundle}/metadata.json: preprocessing.mean has {given} values for a tower with {channels} "
+                          "input channels; re-export the bundle")
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BundleError(f"{bundle}: tensor '{name}' holds NaN or infinite values; re-export the bundle")

@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domainclip.core.errors import BundleError
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("metadata.schema.json")
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MAX_INPUT_SIZE = 4096  # a tower input side; real ones are 224-518
 
 
 class _Open(BaseModel):
@@ -37,9 +43,9 @@ class CaptionInfo(_Open):
 
 
 class Preprocessing(_Open):
-    size: int
-    mean: list[float]
-    std: list[float]
+    size: int = Field(ge=8, le=MAX_INPUT_SIZE)
+    mean: list[Finite] = Field(min_length=1, max_length=64)
+    std: list[Positive] = Field(min_length=1, max_length=64)
     resize_mode: Literal["squash", "shortest", "longest"] = "squash"
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     reader: str
@@ -48,6 +54,12 @@ class Preprocessing(_Open):
     units: str | None
     label_level: Literal["image", "slide"] = Field(
         "image", description="slide: one prediction per whole slide (a bag of tiles pooled by the method)")
+
+    @model_validator(mode="after")
+    def _one_mean_and_std_per_channel(self) -> "Preprocessing":
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}: one of each per channel")
+        return self
 
 
 class DataCardInfo(_Open):
@@ -63,7 +75,14 @@ class ConformalScore(_Open):
     """One conformal score's locked threshold and the validation scores it came from."""
 
     threshold: float
-    scores: list[float]
+    scores: list[Finite] = Field(min_length=1)
+
+    @field_validator("threshold")
+    @classmethod
+    def _not_nan(cls, v: float) -> float:
+        if math.isnan(v) or v == -math.inf:
+            raise ValueError("must be a number (or +inf for sets of every class)")
+        return v
 
 
 class Conformal(_Open):
@@ -72,6 +91,18 @@ class Conformal(_Open):
     alpha: float = Field(gt=0, lt=1)
     lac: ConformalScore
     aps: ConformalScore
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class EvalInfo(_Open):
+    """The evaluation settings ``predict`` uses to pool tiles or chips to a file."""
+
+    aggregate: Literal["mean", "topk"] = "mean"
+    topk: int = Field(5, ge=1, le=100_000)
+    conformal_alpha: float | None = Field(None, gt=0, lt=1)
 
 
 class BundleMetadata(_Open):
@@ -93,6 +124,25 @@ class BundleMetadata(_Open):
     reproduce: str
     files: list[str]
     versions: dict[str, str]
+    eval_settings: EvalInfo | None = None
+
+    @model_validator(mode="after")
+    def _calibration_numbers(self) -> "BundleMetadata":
+        """The numbers ``predict`` computes with (``metrics.clinical``: temperature, multi-label
+        biases) are finite, in range and one per class."""
+        clinical = self.metrics.get("clinical")
+        if clinical is None:
+            return self
+        if not isinstance(clinical, dict):
+            raise ValueError("metrics.clinical must be a mapping")
+        temperature = clinical.get("temperature", 1.0)
+        if not _finite(temperature) or temperature <= 0:
+            raise ValueError(f"metrics.clinical.temperature={temperature!r} must be a finite number > 0")
+        bias = clinical.get("bias")
+        if bias is not None and (not isinstance(bias, list) or len(bias) != len(self.classes)
+                                 or not all(_finite(b) for b in bias)):
+            raise ValueError(f"metrics.clinical.bias must hold {len(self.classes)} finite numbers, one per class")
+        return self
 
 
 def json_schema() -> dict:

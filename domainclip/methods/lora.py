@@ -8,6 +8,7 @@ from torch import nn
 
 from domainclip.core.errors import ConfigError
 from domainclip.methods.base import METHODS, Method
+from domainclip.methods.lora_files import check_adapter_config, check_rank_and_shapes
 
 SIDES = ("image", "text")
 
@@ -20,6 +21,20 @@ def target_regex(prefixes: dict[str, str], targets: dict[str, list[str]]) -> str
         lead = re.escape(prefix) + r"(.*\.)?" if prefix else r"(.*\.)?"
         parts.append(f"{lead}({names})")
     return "^(" + "|".join(parts) + ")$"
+
+
+MODULE_NAME = re.compile(r"^[A-Za-z0-9_.]{1,200}$")
+
+
+def check_targets(targets) -> dict[str, list[str]]:
+    """``method.targets``: per side, a list of module names (never patterns)."""
+    targets = dict(targets or {})
+    for side, names in targets.items():
+        if side not in SIDES or not isinstance(names, (list, tuple)) or not all(
+                isinstance(n, str) and MODULE_NAME.match(n) for n in names):
+            raise ConfigError(f"method.targets.{side}={names!r}: give a list of module names (letters, digits, "
+                              f"'_' and '.') for a side in {list(SIDES)}")
+    return {side: list(names) for side, names in targets.items()}
 
 
 @METHODS.register("lora")
@@ -36,7 +51,9 @@ class LoRA(Method):
         if bad or not self.sides:
             raise ConfigError(f"method.sides={self.sides}: allowed values are {list(SIDES)}")
         self.r, self.alpha, self.dropout = int(r), int(alpha), float(dropout)
-        self.targets = dict(targets or {})
+        if self.r < 1 or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"method.r={r}, method.dropout={dropout}: r must be >= 1 and dropout in [0, 1)")
+        self.targets = check_targets(targets)
 
     @property
     def image_backbone_frozen(self) -> bool:
@@ -71,11 +88,16 @@ class LoRA(Method):
             readme.unlink()
 
     def restore(self, model, folder: Path) -> dict[str, nn.Module]:
+        """The saved adapter, loaded with this method's own ``LoraConfig``: the folder's
+        ``adapter_config.json`` must agree with it and is never handed to peft, and the rank and
+        tensor shapes are checked against the base model before anything is allocated."""
         from peft import PeftModel
 
         super().prepare(model)  # heads and adapter flags, no fresh LoRA
-        base, _ = model.tower.lora_scope(self.sides)
-        return {"lora": LoraHandle(PeftModel.from_pretrained(base, folder))}
+        base, cfg = self.lora_config(model.tower)
+        check_adapter_config(folder, cfg)
+        check_rank_and_shapes(folder, base, cfg)
+        return {"lora": LoraHandle(PeftModel.from_pretrained(base, folder, config=cfg))}
 
 
 class LoraHandle(nn.Module):

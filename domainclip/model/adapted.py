@@ -17,6 +17,7 @@ from torch import nn
 
 from domainclip.core.errors import BundleError
 from domainclip.core.fileio import load_safetensors
+from domainclip.core.safe_json import loads_bounded
 from domainclip.methods.base import Method, PromptSet, build_method, freeze, scaled_similarity  # noqa: F401
 from domainclip.towers.band_projection import BandProjection
 from domainclip.towers.base import Tower, build_tower
@@ -33,10 +34,7 @@ def read_spec(folder: Path) -> dict:
     path = Path(folder) / SPEC_FILE
     if not path.is_file():
         raise BundleError(f"{folder}: {SPEC_FILE} is missing; save the model with AdaptedModel.save (re-export)")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc}); re-export") from None
+    spec = loads_bounded(path.read_text(encoding="utf-8", errors="replace"), str(path), BundleError)
     missing = [k for k in ("tower", "method", "classes", "prompts", "prompt_labels") if not isinstance(spec, dict)
                or k not in spec]
     if missing:

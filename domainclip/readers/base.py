@@ -10,6 +10,7 @@ import numpy as np
 
 from domainclip.core.errors import ReadError
 from domainclip.core.registry import Registry
+from domainclip.readers.limits import require_regular_file
 from domainclip.transforms.spatial import min_side_for
 
 
@@ -30,8 +31,7 @@ def read(path: str | Path, reader: str = "image", min_side: int | None = None, *
     """
     fn = READERS.get(reader)
     path = Path(path)
-    if not path.exists():
-        raise ReadError(path, "open", "file does not exist", "check the manifest path and the card's root")
+    require_regular_file(path)  # before any open: a FIFO would block, a folder has no pixels
     if min_side is not None and _accepts(fn, "min_side"):
         options["min_side"] = min_side
     try:

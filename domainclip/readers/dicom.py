@@ -7,6 +7,8 @@ import numpy as np
 
 from domainclip.core.errors import ReadError
 from domainclip.readers.base import register_reader
+from domainclip.readers.dicom_header import read_checked
+from domainclip.readers.limits import DEFAULT_MAX_PIXELS
 from domainclip.transforms.intensity import apply_window
 from domainclip.transforms.spatial import box_reduce, box_sum, reduction_factor
 
@@ -173,6 +175,7 @@ def read_dicom(
     frame: int | None = 0,
     voi_lut: bool = False,
     min_side: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> tuple[np.ndarray, dict]:
     """Read one DICOM image.
 
@@ -181,20 +184,10 @@ def read_dicom(
     inverted so that dense tissue is bright. ``multi_window`` stacks three windows as channels.
     Colour images (RGB, YBR, palette) come out as RGB 0..255. With ``min_side``, a large image is
     box-reduced by the largest integer factor k that keeps both sides >= ``min_side``
-    (``meta['reduced_by'] = k``, spacing scaled by k).
+    (``meta['reduced_by'] = k``, spacing scaled by k). The header is read and its declared size
+    checked against ``max_pixels`` before any pixel is decoded (see ``dicom_header``).
     """
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as exc:  # noqa: BLE001
-        raise ReadError(path, "parse", str(exc).splitlines()[0], "is this a DICOM file? check it with dcmdump") from exc
-    if "PixelData" not in ds:
-        raise ReadError(path, "pixels", "the file has no Pixel Data", "list only image objects in the manifest")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows == 0 or cols == 0:
-        raise ReadError(path, "header", f"Rows={rows}, Columns={cols}: the header describes no image",
-                        "the file is damaged or not an image; remove it from the manifest")
+    ds = read_checked(path, frame, max_pixels)
     arr = _pixels(ds, path, frame)  # first: decoding converts the pixel-module tags _meta reads again
     meta = _meta(ds, path)
     colour = meta["photometric"] == "PALETTE COLOR" or (arr.ndim == 3 and arr.shape[-1] == 3)

@@ -7,6 +7,7 @@ import numpy as np
 
 from domainclip.core.errors import ReadError
 from domainclip.readers.base import register_reader
+from domainclip.readers.limits import DEFAULT_MAX_PIXELS, check_declared
 
 
 def _band_indexes(src, bands) -> list[int]:
@@ -36,12 +37,16 @@ def _rasterio(path):
 
 
 def chip_grid(path: str | Path, chip_size: int, stride: int | None = None, min_valid: float = 0.5,
-              nodata: float | None = None, **_ignored) -> list[dict]:
+              nodata: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, **_ignored) -> list[dict]:
     """Top-left (col, row) of every full chip on a regular grid with enough valid (non-nodata) pixels;
-    ``nodata`` declares a fill value the file does not tag (e.g. Landsat L1 zero borders)."""
+    ``nodata`` declares a fill value the file does not tag (e.g. Landsat L1 zero borders). The
+    valid mask covers the whole scene (every band with ``nodata``): its declared size is checked
+    against ``max_pixels`` first."""
     rasterio = _rasterio(path)
     stride = stride or chip_size
     with rasterio.open(path) as src:
+        check_declared(path, "grid", {"columns": src.width, "rows": src.height,
+                                      "bands": src.count if nodata is not None else 1}, max_pixels)
         valid = src.dataset_mask() > 0
         if nodata is not None:
             valid &= (src.read() != nodata).any(axis=0)
@@ -57,11 +62,12 @@ def chip_grid(path: str | Path, chip_size: int, stride: int | None = None, min_v
 @register_reader("raster")
 def read_raster(path: Path, bands: list | None = None, col: int | None = None, row: int | None = None,
                 chip_size: int | None = None, stride: int | None = None, min_valid: float = 0.5,
-                nodata: float | None = None) -> tuple[np.ndarray, dict]:
+                nodata: float | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """Selected bands as (C, H, W) float32 in file units; ``meta['valid']`` marks non-nodata pixels.
 
     With ``chip_size`` and ``col``/``row`` it reads only that chip (a windowed read). ``nodata``
-    declares an untagged fill value: a pixel whose bands all equal it is nodata.
+    declares an untagged fill value: a pixel whose bands all equal it is nodata. The declared
+    size of the read (window or scene, times bands) is checked against ``max_pixels`` first.
     """
     rasterio = _rasterio(path)
     from rasterio.windows import Window
@@ -69,6 +75,8 @@ def read_raster(path: Path, bands: list | None = None, col: int | None = None, r
     with rasterio.open(path) as src:
         idx = _band_indexes(src, bands)
         window = Window(col, row, chip_size, chip_size) if chip_size and col is not None else None
+        width, height = (chip_size, chip_size) if window else (src.width, src.height)
+        check_declared(path, "size", {"columns": width, "rows": height, "bands": len(idx)}, max_pixels)
         arr = src.read(idx, window=window).astype(np.float32)
         if src.nodata is not None:
             valid = src.read_masks(idx, window=window).min(axis=0) > 0

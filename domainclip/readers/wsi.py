@@ -10,6 +10,7 @@ import numpy as np
 
 from domainclip.core.errors import ReadError
 from domainclip.readers.base import register_reader
+from domainclip.readers.limits import DEFAULT_MAX_PIXELS, check_declared, require_regular_file
 from domainclip.transforms.stain import normalize_he
 
 THUMB_MAX_SIDE = 1024
@@ -18,6 +19,7 @@ THUMB_MAX_SIDE = 1024
 @lru_cache(maxsize=16)
 def open_slide(path: str, backend: str = "tiffslide"):
     """An open slide handle (cached per process, so tiles of one slide reuse it)."""
+    require_regular_file(Path(path))
     try:
         if backend == "openslide":
             import openslide
@@ -69,7 +71,18 @@ def cached_plan(path: str, backend: str, mpp: float | None, tile_size: int, base
     return plan_tiles(open_slide(path, backend), path, mpp, tile_size, base_mpp)
 
 
-def tissue_mask(slide) -> tuple[np.ndarray, float]:
+def thumbnail_scale(slide, path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> float:
+    """The downsample of the tissue thumbnail. The pyramid level it is read from (the finest one
+    coarser than nothing it needs: the whole of level 0 when the file has no pyramid) is checked
+    against ``max_pixels`` before it is decoded."""
+    w, h = slide.dimensions
+    scale = max(w, h) / THUMB_MAX_SIDE if max(w, h) > THUMB_MAX_SIDE else 1.0
+    lw, lh = slide.level_dimensions[slide.get_best_level_for_downsample(scale)]
+    check_declared(path, "thumbnail", {"columns": lw, "rows": lh}, max_pixels)
+    return scale
+
+
+def tissue_mask(slide, path: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float]:
     """Boolean tissue mask on a thumbnail and its downsample factor: Otsu on the HSV saturation
     after a 7-pixel median filter (as CLAM's segmentation does), so that nuclei alone do not set
     the threshold when the section is pale."""
@@ -77,7 +90,7 @@ def tissue_mask(slide) -> tuple[np.ndarray, float]:
     from skimage.filters import threshold_otsu
 
     w, h = slide.dimensions
-    scale = max(w, h) / THUMB_MAX_SIDE if max(w, h) > THUMB_MAX_SIDE else 1.0
+    scale = thumbnail_scale(slide, path, max_pixels)
     thumb = np.asarray(slide.get_thumbnail((int(w / scale), int(h / scale))).convert("RGB"))
     top, bottom = thumb.max(-1).astype(np.float64), thumb.min(-1)
     sat = median_filter(np.where(top > 0, (top - bottom) / np.maximum(top, 1), 0.0), size=7)  # HSV saturation
@@ -86,17 +99,19 @@ def tissue_mask(slide) -> tuple[np.ndarray, float]:
 
 
 @lru_cache(maxsize=64)
-def cached_tissue_mask(path: str, backend: str) -> tuple[np.ndarray, float]:
+def cached_tissue_mask(path: str, backend: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float]:
     """``tissue_mask`` once per slide and process (checking a slide and tiling it share it)."""
-    return tissue_mask(open_slide(path, backend))
+    return tissue_mask(open_slide(path, backend), path, max_pixels)
 
 
 def tile_grid(path: str | Path, mpp: float | None = None, tile_size: int = 224, min_tissue: float = 0.5,
-              backend: str = "tiffslide", base_mpp: float | None = None, max_tiles: int | None = None) -> list[dict]:
+              backend: str = "tiffslide", base_mpp: float | None = None, max_tiles: int | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict]:
     """Level-0 (x, y) of every tile whose tissue fraction is at least ``min_tissue``."""
     slide = open_slide(str(path), backend)
     plan = plan_tiles(slide, str(path), mpp, tile_size, base_mpp)
-    mask, down = cached_tissue_mask(str(path), backend) if min_tissue > 0 else (None, 1.0)
+    check_declared(path, "tile", {"columns": plan.read_size, "rows": plan.read_size}, max_pixels)
+    mask, down = cached_tissue_mask(str(path), backend, max_pixels) if min_tissue > 0 else (None, 1.0)
     w, h = slide.dimensions
     tiles = []
     for y in np.arange(0, h - plan.step0 + 1, plan.step0):
@@ -116,10 +131,13 @@ def tile_grid(path: str | Path, mpp: float | None = None, tile_size: int = 224, 
 @register_reader("wsi")
 def read_wsi(path: Path, x: int = 0, y: int = 0, tile_size: int = 224, mpp: float | None = None,
              backend: str = "tiffslide", base_mpp: float | None = None, stain_normalize: bool = False,
-             min_tissue: float = 0.5, max_tiles: int | None = None) -> tuple[np.ndarray, dict]:
-    """One RGB tile (3, tile_size, tile_size), 0..255, whose level-0 top-left is (x, y)."""
+             min_tissue: float = 0.5, max_tiles: int | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, dict]:
+    """One RGB tile (3, tile_size, tile_size), 0..255, whose level-0 top-left is (x, y); the region
+    read at the chosen level is checked against ``max_pixels`` first."""
     slide = open_slide(str(path), backend)
     plan = cached_plan(str(path), backend, mpp, tile_size, base_mpp)
+    check_declared(path, "tile", {"columns": plan.read_size, "rows": plan.read_size}, max_pixels)
     region = slide.read_region((int(x), int(y)), plan.level, (plan.read_size, plan.read_size), as_array=True) \
         if backend == "tiffslide" else np.asarray(slide.read_region((int(x), int(y)), plan.level, (plan.read_size,) * 2))
     rgb = np.asarray(region)[..., :3]
