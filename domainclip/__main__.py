@@ -78,6 +78,23 @@ def describe_composition_error(exc: Exception) -> str:
     return text
 
 
+def received_config_error(argv: list[str]) -> str | None:
+    """One line when ``--config-dir`` names a bundle or run capsule whose files do not match their
+    checksums, or whose config could run code (``pipeline.received``); None otherwise."""
+    from pathlib import Path
+
+    from domainclip.pipeline.received import check_received_dir, hydra_flag
+
+    folder = hydra_flag(argv, "--config-dir", "-cd")
+    if folder is None:
+        return None
+    try:
+        check_received_dir(Path(folder), hydra_flag(argv, "--config-name", "-cn") or "config")
+    except USER_ERRORS as exc:
+        return one_line(exc)
+    return None
+
+
 def main() -> None:
     """Console-script entry point (``domainclip ...``): config errors are one line, exit 2."""
     import warnings
@@ -85,7 +102,7 @@ def main() -> None:
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     os.environ.setdefault("WANDB_MODE", "offline")
-    problem = config_error(sys.argv[1:])
+    problem = received_config_error(sys.argv[1:]) or config_error(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from domainclip import load_bundle
-from domainclip.core.names import file_slug
 from domainclip.core.errors import USER_ERRORS, one_line
+from domainclip.core.names import file_slug
 from domainclip.evaluation.overlays import display_image, save_overlay
 from domainclip.export.loader import MAP_SCORES, map_score
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from domainclip.core.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.pipeline.received import check_received_config
 from domainclip.pipeline.run import run
 from domainclip.training.reliability.capsule import changed_files
 
@@ -38,6 +39,7 @@ def replay(run_dir: Path, out: Path | None = None, allow_changed_data: bool = Fa
         listed = "\n  ".join(changed[:50])
         raise DomainClipError(f"{len(changed)} data file(s) changed since {run_dir} ran:\n  {listed}\n"
                               "restore them, or pass --allow-changed-data to rerun on the new data")
+    check_received_config(run_dir / "capsule" / "config.yaml")  # no code named by a received capsule
     cfg = OmegaConf.load(run_dir / "capsule" / "config.yaml")
     cfg.run_dir = str(out or run_dir / "replay")
     return run(cfg)

@@ -245,7 +245,7 @@ def test_explain_command_writes_one_overlay_per_image_and_class(pathology_run, t
     classes = domainclip.load_bundle(pathology_run.bundle_dir).classes
     assert [e["input"] for e in index["images"]] == paths and list(index["images"][0]["maps"]) == classes
     pngs = sorted(p.name for p in (tmp_path / "maps").glob("*.png"))
-    assert pngs == sorted(f"{i:04d}-{c}.png" for i in range(2) for c in classes)
+    assert pngs == sorted(f"{i:04d}-{k:02d}_{c}.png" for i in range(2) for k, c in enumerate(classes))
     assert Image.open(tmp_path / "maps" / pngs[0]).size[0] > 300
     probs = domainclip.load_bundle(pathology_run.bundle_dir).predict(paths[:1])[0]
     assert [index["images"][0]["probabilities"][c] for c in classes] == pytest.approx(probs.tolist(), abs=1e-6)

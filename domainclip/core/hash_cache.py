@@ -1,6 +1,10 @@
-"""File hashes cached by (path, size, mtime): only new or touched files are read again."""
+"""File hashes cached by (path, size, mtime): only new or touched files are read again.
+
+The cache is keyed by a digest of the file's path, never the path itself: clinical exports name
+files by patient, and a cache outlives the run (and its PHI rules) in the user's home."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,7 +25,8 @@ class HashCache:
     def sha256(self, path: Path) -> str:
         """The file's SHA-256, read again only when its size or mtime changed."""
         st = Path(path).stat()
-        key, stamp = str(Path(path).resolve()), [st.st_size, st.st_mtime_ns]
+        key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()
+        stamp = [st.st_size, st.st_mtime_ns]
         hit = self.entries.get(key)
         if hit and hit["stamp"] == stamp:
             return hit["sha256"]

@@ -2,6 +2,8 @@
 place it came from: what the PHI audits of captions, runs and bundles look for."""
 from __future__ import annotations
 
+import re
+
 from domainclip.cards.schema import SPLIT_LEVELS, SPLIT_NAMES
 
 DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate")
@@ -12,6 +14,21 @@ ALWAYS_TAGS = ("PatientName", "PatientID", "AccessionNumber", "InstitutionName",
 def norm(text: str) -> str:
     """Lower-case, underscores to spaces, collapsed whitespace."""
     return " ".join(text.lower().replace("_", " ").split())
+
+
+def identifier_pattern(value: str) -> re.Pattern:
+    """Whole-word match of an identifying value in :func:`norm`-ed text."""
+    return re.compile(r"(?<![a-z0-9])" + re.escape(norm(value)) + r"(?![a-z0-9])")
+
+
+def names_identifier(text: str, identifiers: dict[str, str]) -> bool:
+    """Whether ``text`` (a file path, a group id) holds one of ``identifiers`` as a whole word, or
+    a generic PHI pattern (a date, a record number, a UID, an e-mail, a phone number)."""
+    from domainclip.captions.validate import PHI_PATTERNS
+
+    low = norm(text)
+    return (any(norm(v) and identifier_pattern(v).search(low) for v in identifiers)
+            or any(p.search(text) for p in PHI_PATTERNS.values()))
 
 
 def controlled_vocabulary() -> set[str]:

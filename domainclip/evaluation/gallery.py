@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from domainclip.core.names import file_slug
 from domainclip.data import CardData, ImageDataset
 from domainclip.evaluation.clinical import Predictions
 from domainclip.evaluation.evaluators import evaluator_of
-from domainclip.core.names import file_slug
 from domainclip.evaluation.overlays import display_image, overlay_png, slug
 from domainclip.shards.build import pseudonym
 from domainclip.transforms.pipeline import DomainOptions

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from domainclip.core.names import file_slug
 from domainclip.data import CardData
 from domainclip.data.bags import BagDataset
 from domainclip.data.expand import cell_side
 from domainclip.evaluation.clinical import Predictions
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.gallery import pick_cases
-from domainclip.core.names import file_slug
 from domainclip.evaluation.overlays import slug
 from domainclip.readers import read
 from domainclip.readers.wsi import open_slide

@@ -1,12 +1,11 @@
 """PHI audit of everything a bundle will contain, run before anything is written."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from domainclip.captions.validate import PHI_PATTERNS
 from domainclip.core.errors import BundleError
-from domainclip.data.identifiers import identifying_values, norm  # noqa: F401 - identifying_values re-exported
+from domainclip.data.identifiers import identifier_pattern, identifying_values, norm  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -30,8 +29,7 @@ def audit(texts: dict[str, object], identifiers: dict[str, str], free_text: set[
     """Scan ``texts`` (name -> str or nested data) for identifying values anywhere, and for generic
     PHI patterns in the free-text entries named in ``free_text`` (captions, class names, card text)."""
     hits = []
-    idents = [(re.compile(r"(?<![a-z0-9])" + re.escape(norm(v)) + r"(?![a-z0-9])"), src)
-              for v, src in identifiers.items() if norm(v)]
+    idents = [(identifier_pattern(v), src) for v, src in identifiers.items() if norm(v)]
     for name, node in texts.items():
         for where, text in _walk(node, name):
             low = norm(text)

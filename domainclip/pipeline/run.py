@@ -31,6 +31,8 @@ from domainclip.evaluation.report import print_summary, write_report
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.evaluation.slide_gallery import write_slide_gallery
 from domainclip.export import write_bundle
+from domainclip.export.base_models import portable_config
+from domainclip.pipeline.received import DIGEST_KEY, resolve_reproduced_base
 from domainclip.export.phi import audit, audit_run_texts, identifying_values, refuse_on_hits
 from domainclip.pipeline.few_shot_protocol import run_few_shot
 from domainclip.pipeline.objectives import Adaptation, adapt
@@ -159,15 +161,17 @@ def export_bundle(parts: RunParts, metrics: dict) -> Path:
 
     cfg, data = parts.cfg, parts.data
     return write_bundle(parts.run_dir / "bundle", parts.task.model, bundle_metadata(parts, metrics), data.card,
-                        data.path.read_text(), reproduce_config(cfg, parts.run_dir), parts.bank.texts,
+                        data.path.read_text(), reproduce_config(cfg, parts.run_dir, parts.task.tower.weights_digest()),
+                        parts.bank.texts,
                         parts.identifying_values(), merge=bool(cfg.export.merge),
                         onnx=bool(cfg.export.get("onnx", False)))
 
 
-def reproduce_config(cfg: DictConfig, run_dir: Path) -> str:
+def reproduce_config(cfg: DictConfig, run_dir: Path, weights_digest: str | None = None) -> str:
     """The resolved config for ``--config-name reproduce``, with every path inside the original run
     directory (checkpoints, sample logs, logger folders) rewritten under the new run's ``run_dir``,
-    so reproducing never writes into the run it came from."""
+    so reproducing never writes into the run it came from. The base model is named portably, as
+    metadata.json names it, with its weights' digest (``received.resolve_reproduced_base``)."""
     original = str(Path(run_dir).resolve())
 
     def relocate(node):
@@ -183,6 +187,9 @@ def reproduce_config(cfg: DictConfig, run_dir: Path) -> str:
 
     rerun = relocate(OmegaConf.to_container(cfg, resolve=True))
     rerun["run_dir"] = "${hydra:runtime.output_dir}"  # a rerun writes to its own directory
+    rerun["tower"] = portable_config(rerun["tower"])  # as metadata.json names the base: no local paths
+    if weights_digest:
+        rerun[DIGEST_KEY] = weights_digest
     return OmegaConf.to_yaml(OmegaConf.create(rerun))
 
 
@@ -204,6 +211,7 @@ def run_once(cfg: DictConfig) -> Result:
     run directory gets its first file; a live run holds the directory's lock throughout."""
     t0 = time.perf_counter()
     check_run_config(cfg)
+    resolve_reproduced_base(cfg)  # a reproduced bundle's portable base name -> this machine's weights
     lead = launch_rank() == 0  # under DDP only rank 0 evaluates and writes the run directory
     with hold_run_dir(Path(cfg.run_dir)) if lead else nullcontext():  # the lock file is the only write so far
         parts = setup(cfg)
@@ -225,7 +233,7 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     if lead:
         (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_capsule(parts.run_dir, cfg, data)
+        write_capsule(parts.run_dir, cfg, data, parts.identifying_values())
         if data.quarantine:
             write_quarantine(parts.run_dir / "quarantine.jsonl", data.quarantine)
     t = time.perf_counter()

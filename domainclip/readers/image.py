@@ -6,13 +6,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from domainclip.core.errors import ReadError
 from domainclip.readers.base import register_reader
 from domainclip.readers.limits import DEFAULT_MAX_PIXELS as MAX_PIXELS
 from domainclip.readers.limits import check_declared
 from domainclip.transforms.spatial import box_reduce, reduction_factor
-
-
 
 HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # Pillow's 16-bit, 32-bit int and float grey
 

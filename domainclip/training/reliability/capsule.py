@@ -28,16 +28,33 @@ from omegaconf import DictConfig, OmegaConf
 
 from domainclip.core.hash_cache import HashCache
 from domainclip.core.paths import REPO_DIR
+from domainclip.data.identifiers import names_identifier
+
+PSEUDONYM = "phi-"  # a data.json key that stands for a path naming an identifier
 
 
-def data_fingerprint(data, hashes: HashCache | None = None) -> dict:
-    """Per-file SHA-256 (paths relative to the card root), the manifest digest and the split hash."""
+def pseudonym(rel: str) -> str:
+    """The stand-in for a relative path that names an identifier: a digest of the path."""
+    return PSEUDONYM + hashlib.sha256(rel.encode()).hexdigest()[:24]
+
+
+def recorded_name(rel: str, identifiers: dict[str, str]) -> str:
+    """``rel`` as data.json records it: itself, or its :func:`pseudonym` when it holds one of the
+    data's identifying values (a patient name in a file name, as clinical exports often write) or
+    a generic PHI pattern (dates, record numbers)."""
+    return pseudonym(rel) if names_identifier(rel, identifiers) else rel
+
+
+def data_fingerprint(data, hashes: HashCache | None = None, identifiers: dict[str, str] | None = None) -> dict:
+    """Per-file SHA-256 (paths relative to the card root, pseudonymised where they name an
+    identifier), the manifest digest and the split hash."""
     hashes = hashes or HashCache()
+    identifiers = identifiers or {}
     files = {"card": {"path": str(data.path), "sha256": hashes.sha256(data.path)}}
     entries = {}
     for split, records in data.splits.items():
         for rec in records:
-            rel = _relative(rec.path, data.root)
+            rel = recorded_name(_relative(rec.path, data.root), identifiers)
             entries[rel] = {"sha256": hashes.sha256(rec.path), "split": split}
     hashes.save()
     manifest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in sorted(entries.items())}).encode()).hexdigest()
@@ -59,14 +76,20 @@ def changed_files(recorded: dict) -> list[str]:
     card = Path(recorded["card"]["path"])
     if not card.is_file() or hashes.sha256(card) != recorded["card"]["sha256"]:
         bad.append(str(card))
+    hidden = _pseudonymised_files(root) if any(k.startswith(PSEUDONYM) for k in recorded["files"]) else {}
     for rel, entry in recorded["files"].items():
-        path = root / rel
+        path = hidden.get(rel, root / rel)
         if not path.is_file():
             bad.append(f"{path} (missing)")
         elif hashes.sha256(path) != entry["sha256"]:
             bad.append(str(path))
     hashes.save()
     return bad
+
+
+def _pseudonymised_files(root: Path) -> dict[str, Path]:
+    """Every file under ``root`` by its :func:`pseudonym` (to find the files data.json hides)."""
+    return {pseudonym(str(p.relative_to(root))): p for p in root.rglob("*") if p.is_file()}
 
 
 def git_state() -> dict:
@@ -120,7 +143,7 @@ def overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def write_capsule(run_dir: Path, cfg: DictConfig, data) -> Path:
+def write_capsule(run_dir: Path, cfg: DictConfig, data, identifiers: dict[str, str] | None = None) -> Path:
     """Write ``run_dir/capsule`` (see module docstring); returns its path."""
     out = Path(run_dir) / "capsule"
     out.mkdir(parents=True, exist_ok=True)
@@ -128,5 +151,5 @@ def write_capsule(run_dir: Path, cfg: DictConfig, data) -> Path:
     (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides())))
     (out / "environment.json").write_text(json.dumps(environment(cfg.seed), indent=2))
     (out / "pip_freeze.txt").write_text(pip_freeze())
-    (out / "data.json").write_text(json.dumps(data_fingerprint(data), indent=2))
+    (out / "data.json").write_text(json.dumps(data_fingerprint(data, identifiers=identifiers), indent=2))
     return out

@@ -1,0 +1,121 @@
+"""Configs that arrive with a bundle or a run capsule, checked before Hydra or a run reads them.
+
+A bundle's ``reproduce.yaml`` and a capsule's ``config.yaml`` are data someone else wrote. Hydra
+instantiates every ``_target_`` it meets (``pathlib.Path.write_text`` passes Hydra's own
+blocklist) and its ``hydra:`` section configures logging and callbacks, which can name any
+callable. So a received config is verified against the bundle's ``SHA256SUMS`` first, may not
+carry a ``hydra`` section or a defaults list, and each ``_target_`` in it must be one that
+domainclip's shipped configs use. What a user types on the command line stays free.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from domainclip.core.errors import ConfigError
+from domainclip.core.paths import config_dir
+from domainclip.core.safe_yaml import load_yaml_file
+
+RECEIVED_MARKERS = ("SHA256SUMS", "metadata.json")  # a folder holding these is a bundle
+FORBIDDEN_TOP = ("hydra", "defaults")  # logging/callback factories and config includes
+
+
+def _targets(node, found: list[str], where: str = "") -> list[str]:
+    """Every ``_target_`` value under ``node`` (with the key path that holds it)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                found.append((where or "(top)", value))
+            else:
+                _targets(value, found, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _targets(value, found, f"{where}[{i}]")
+    return found
+
+
+@lru_cache(maxsize=1)
+def shipped_targets() -> frozenset[str]:
+    """The ``_target_`` values of domainclip's own config groups and recipes: the allow-list."""
+    allowed = set()
+    for path in config_dir().rglob("*.yaml"):
+        allowed.update(str(t) for _, t in _targets(yaml.safe_load(path.read_text()) or {}, []))
+    return frozenset(allowed)
+
+
+def check_received_config(path: Path) -> None:
+    """Refuse a received config file that could run code: a ``hydra`` or ``defaults`` section, or
+    a ``_target_`` outside :func:`shipped_targets`; one ``ConfigError`` line naming the key."""
+    data = load_yaml_file(path, "received config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a mapping of config keys")
+    for key in FORBIDDEN_TOP:
+        if key in data:
+            raise ConfigError(f"{path}: a received config may not carry a '{key}' section (it can name code to run); "
+                              "remove it, or pass such settings on your own command line")
+    allowed = shipped_targets()
+    for where, target in _targets(data, []):
+        if not isinstance(target, str) or target not in allowed:
+            raise ConfigError(f"{path}: {where}._target_={str(target)[:100]!r} is not one of the classes domainclip's "
+                              "own configs use; a received config may not name code. Set it on your own command "
+                              "line if you trust it")
+
+
+def is_received(folder: Path) -> bool:
+    """A bundle (``SHA256SUMS`` / ``metadata.json``) or a run capsule folder."""
+    folder = Path(folder)
+    return folder.name == "capsule" or any((folder / m).is_file() for m in RECEIVED_MARKERS)
+
+
+def check_received_dir(folder: Path, config_name: str) -> None:
+    """For ``--config-dir FOLDER --config-name NAME``: when FOLDER is a bundle, its files must
+    match ``SHA256SUMS``; when it is a bundle or capsule, the config must pass
+    :func:`check_received_config`. Any other folder is the user's own."""
+    from domainclip.export.loader import verify_sums
+
+    folder = Path(folder)
+    if not is_received(folder):
+        return
+    if (folder / "SHA256SUMS").is_file() or (folder / "metadata.json").is_file():
+        verify_sums(folder)
+    name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
+    path = folder / name
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config in {folder}")
+    check_received_config(path)
+
+
+def hydra_flag(argv: list[str], long: str, short: str) -> str | None:
+    """The value of Hydra's ``--config-dir``-style flag in ``argv`` (``--flag V``, ``--flag=V``,
+    ``-f V``), or None."""
+    for i, arg in enumerate(argv):
+        for flag in (long, short):
+            if arg == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(flag + "="):
+                return arg[len(flag) + 1:]
+    return None
+
+
+DIGEST_KEY = "base_weights_digest"  # written into reproduce.yaml beside the portable tower config
+
+
+def resolve_reproduced_base(cfg) -> None:
+    """A config reproduced from a bundle names its base model portably (a folder name, as
+    metadata.json does) with the weights' digest: find those weights on this machine (a source
+    the user passed that exists, else this machine's registry of base models, else the hub
+    cache), verify the digest, and put the local paths into ``cfg.tower``. No-op for other configs."""
+    from omegaconf import OmegaConf
+
+    from domainclip.export.base_models import _get, resolve_base, tower_class
+
+    digest = cfg.get(DIGEST_KEY)
+    if not digest:
+        return
+    tower = OmegaConf.to_container(cfg.tower, resolve=True)
+    given = {k: str(v) for k in tower_class(str(tower["name"])).source_keys
+             if (v := _get(tower, k)) and Path(str(v)).expanduser().exists()}
+    resolved = resolve_base(Path(str(cfg.run_dir)), {"config": tower, "weights_digest": str(digest)}, base=given or None)
+    cfg.tower = OmegaConf.create(resolved)
