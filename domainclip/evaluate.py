@@ -14,6 +14,7 @@ import torch
 
 from domainclip import load_bundle
 from domainclip.core.errors import USER_ERRORS, DomainClipError, one_line
+from domainclip.core.fileio import atomic_write_text
 from domainclip.data import load_card_data
 from domainclip.evaluation.clinical import EvalSettings, Predictions
 from domainclip.evaluation.evaluators import evaluator_for
@@ -44,7 +45,7 @@ def evaluate_bundle(bundle: str | Path, card: str | Path, split: str = "test", b
     if predictor.slide_level != (data.card.label_level == "slide"):
         raise DomainClipError(f"{card}: label_level '{data.card.label_level}' does not match the bundle, which scores "
                               f"{'whole slides' if predictor.slide_level else 'images'}; use a card labelled the same way")
-    records = [r for recs in data.splits.values() for r in recs] if split == "all" else data.splits[split]
+    records = [r for recs in data.splits.values() for r in recs] if split == "all" else data.splits.get(split, [])
     if not records:
         raise DomainClipError(f"split '{split}' of {card} is empty")
     logits = bundle_logits(predictor, records)
@@ -73,20 +74,51 @@ def record_targets(records, task: str, n_classes: int) -> torch.Tensor:
     return torch.tensor([r.label for r in records])
 
 
+SPLITS = ("train", "val", "test", "all")
+KEYS = ("bundle", "card", "split", "out", "base")
+
+
+def parse_args(argv: list[str]) -> dict:
+    """``key=value`` arguments, checked before any work: known keys, the required ones, a split
+    that exists, an ``out`` that is (or can be) a folder. A problem is a ``DomainClipError`` line."""
+    loose = [a for a in argv if "=" not in a]
+    if loose:
+        raise DomainClipError(f"arguments are key=value, got {loose}; e.g. bundle={loose[0]}. {USAGE}")
+    args = dict(a.split("=", 1) for a in argv)
+    unknown, missing = sorted(set(args) - set(KEYS)), [k for k in ("bundle", "card") if not args.get(k)]
+    if unknown or missing:
+        raise DomainClipError(f"unknown key(s) {unknown} / missing {missing}. {USAGE}")
+    if args.get("split", "test") not in SPLITS:
+        raise DomainClipError(f"split={args['split']} is not one of {list(SPLITS)}")
+    out = Path(args["out"]) if args.get("out") else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise DomainClipError(f"out={out} is an existing file; name a folder (metrics.json is written inside it)")
+    return args
+
+
+USAGE = "usage: python -m domainclip.evaluate bundle=PATH card=PATH [split=test|val|train|all] [out=DIR] [base=DIR]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (argv if argv is not None else sys.argv[1:]))
-    if not {"bundle", "card"} <= set(args) or set(args) - {"bundle", "card", "split", "out", "base"}:
-        print(__doc__, file=sys.stderr)
+    """Command line: one line and exit 2 for bad arguments, 1 for a failed evaluation."""
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        args = parse_args(argv)
+    except DomainClipError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     try:
         result = evaluate_bundle(args["bundle"], args["card"], args.get("split", "test"), args.get("base"))
+        text = json.dumps(result, indent=2)
+        if args.get("out"):
+            Path(args["out"]).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(args["out"]) / "metrics.json", text)
     except USER_ERRORS as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
-    text = json.dumps(result, indent=2)
-    if "out" in args:
-        Path(args["out"]).mkdir(parents=True, exist_ok=True)
-        (Path(args["out"]) / "metrics.json").write_text(text)
     print(summary_lines(result, args.get("out")))
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from domainclip import load_bundle
 from domainclip.core.errors import USER_ERRORS, one_line
+from domainclip.core.fileio import atomic_write_text
 from domainclip.core.names import file_slug
 from domainclip.evaluation.overlays import display_image, save_overlay
 from domainclip.export.loader import MAP_SCORES, map_score
@@ -52,7 +53,7 @@ def explain_to(bundle: str | Path, images: list[str], out: Path, texts: list[str
         entries.append({"input": str(image), "probabilities": dict(zip(predictor.classes, map(float, probs))),
                         "maps": dict(zip(names, files)), **extra})
     summary = {"bundle": str(bundle), "maps_of": "texts" if texts else "classes", "score": score, "images": entries}
-    (out / "explain.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "explain.json", json.dumps(summary, indent=2))
     return summary
 
 

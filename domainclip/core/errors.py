@@ -23,6 +23,10 @@ class ReadError(DomainClipError):
         super().__init__(msg + (f". Fix: {fix}" if fix else ""))
 
 
+class InputError(DomainClipError):
+    """An input given to a predictor (a tensor, an array) is unusable: wrong shape, NaN, empty."""
+
+
 class BundleError(DomainClipError):
     """An export bundle is incomplete, tampered with or unsafe."""
 

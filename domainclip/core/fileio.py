@@ -55,6 +55,25 @@ def writing(target: Path, debris: tuple[Path, ...] = ()):
                          "Nothing half-written was kept") from None
 
 
+@contextmanager
+def whole_file(path: Path):
+    """Yield a temporary name beside ``path`` (same suffix, so writers that infer the format from it
+    still do); once the block ends, it replaces ``path`` atomically. On any failure the temporary
+    file is removed and ``path`` is left as it was; a full disk is one ``WriteError`` naming
+    ``path``. Every file a run writes goes through this or :func:`atomic_write_text`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    with writing(path, (tmp,)):
+        try:
+            yield tmp
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file, fsync and an atomic rename."""
     atomic_write_bytes(path, text.encode())

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
+from domainclip.core.fileio import whole_file  # noqa: E402
+
 
 def roc_pr(path: Path, probs: np.ndarray, positives: np.ndarray, class_names: list[str], operating: dict) -> None:
     """Per-class (one-vs-rest) ROC and PR curves with each class's locked operating point;
@@ -34,7 +36,8 @@ def roc_pr(path: Path, probs: np.ndarray, positives: np.ndarray, class_names: li
     pr_ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall")
     roc_ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with whole_file(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -47,7 +50,8 @@ def reliability(path: Path, before: list[dict], after: list[dict], temperature: 
     ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability diagram (test)", xlim=(0, 1), ylim=(0, 1))
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with whole_file(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -63,7 +67,8 @@ def confusion(path: Path, matrix: list[list[int]], class_names: list[str]) -> No
             ax.text(j, i, str(m[i, j]), ha="center", va="center", color="black" if m[i, j] < m.max() / 2 else "white")
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with whole_file(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -82,5 +87,6 @@ def decision_curves(path: Path, curves: dict) -> None:
     axes[0][0].set_ylabel("net benefit")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with whole_file(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)

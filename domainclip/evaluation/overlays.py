@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from domainclip.core.fileio import whole_file  # noqa: E402
+
 
 def display_image(pixels: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """(H, W, 3) floats in 0..1 of one preprocessed (C, H, W) input, as the reader rendered it
@@ -46,7 +48,8 @@ def save_overlay(path: Path, image: np.ndarray, heat: torch.Tensor, title: str) 
     over.set_title("+ = the map's maximum", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with whole_file(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
 
 
@@ -57,7 +60,8 @@ def overlay_png(path: Path, image: np.ndarray, heat: torch.Tensor) -> None:
     colour = matplotlib.colormaps["inferno"](h)[..., :3]
     blended = 0.45 * image + 0.55 * colour
     gap = np.ones((image.shape[0], 4, 3))
-    Image.fromarray((np.concatenate([image, gap, blended], axis=1) * 255).round().astype(np.uint8)).save(path)
+    with whole_file(path) as tmp:
+        Image.fromarray((np.concatenate([image, gap, blended], axis=1) * 255).round().astype(np.uint8)).save(tmp)
 
 
 def slug(text: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domainclip.core.fileio import atomic_write_text
 from domainclip.evaluation import figures
 from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.gallery import gallery_section
@@ -126,7 +127,7 @@ def write_report(report_dir: Path, summary: dict, cfg, data=None, after_test=Non
                      "\n|---|---|---|---|---|---|" + "".join(
                          f"\n| {d} | {v['R@1']:.3f} | {v['R@5']:.3f} | {v['R@10']:.3f} | {v['mean_rank']:.1f} | {v['median_rank']:.0f} |"
                          for d, v in r.items()) + "\n")
-    (report_dir / "summary.md").write_text(
+    atomic_write_text(report_dir / "summary.md",
         f"# domainclip run: {summary['card']}\n\nTower `{cfg.tower.name}`, method `{cfg.method.name}`, "
         f"loss `{cfg.loss.name}`, split level **{summary['split_level']}** (no group crosses splits).\n\n{digest}"
         f"## Top-1 per split\n\n{summary_table(summary)}\n\n{clinical}\n## Images per class per split\n\n{counts}\n\n"

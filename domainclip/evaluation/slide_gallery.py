@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from domainclip.core.fileio import whole_file
 from domainclip.core.names import file_slug
 from domainclip.data import CardData
 from domainclip.data.bags import BagDataset
@@ -61,7 +62,8 @@ def draw_slide(path: Path, thumb: np.ndarray, heat: np.ndarray, tiles: list[np.n
         tax.set_title(f"top tile {i + 1}", fontsize=7)
         tax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with whole_file(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
 
 

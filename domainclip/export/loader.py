@@ -1,16 +1,13 @@
 """``load_bundle``: a predictor from an export bundle, with no training code path."""
 from __future__ import annotations
 
-import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domainclip.core.errors import BundleError, ConfigError, DomainClipError, ReadError
-from domainclip.core.fileio import sha256_file
-from domainclip.core.safe_json import loads_bounded
+from domainclip.core.errors import BundleError, ConfigError, DomainClipError, InputError, ReadError
 from domainclip.data.expand import cell_origin, cell_side, file_cells, needs_expansion
 from domainclip.evaluation.aggregate import pool
 from domainclip.evaluation.conformal import SCORES, prediction_sets, threshold_for
@@ -18,8 +15,16 @@ from domainclip.evaluation.evaluators import evaluator_of
 from domainclip.evaluation.mosaic import stitch
 from domainclip.evaluation.overlays import display_image
 from domainclip.export.base_models import resolve_base
-from domainclip.export.bundle import SUMS_FILE
-from domainclip.export.schema import validate_metadata
+from domainclip.export.bundle_files import (  # noqa: F401 - re-exported: the checks' public import path
+    IMPORTABLE_SUFFIXES,
+    PICKLE_SUFFIXES,
+    bundle_files,
+    check_loaded,
+    read_metadata,
+    read_sums,
+    refuse_pickles,
+    verify_sums,
+)
 from domainclip.export.slides import predict_slide
 from domainclip.model import AdaptedModel
 from domainclip.model.adapted import MAP_SCORES, SPEC_FILE, read_spec
@@ -29,11 +34,6 @@ from domainclip.transforms.pipeline import DomainOptions, Preprocess, model_inpu
 from domainclip.transforms.spatial import min_side_for
 
 TILE_SUFFIXES = (".png", ".jpg", ".jpeg")  # a wsi bundle reads these as tiles cut beforehand
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".npy", ".npz")
-# files Python imports or runs (a module beside the working directory, a .pth site hook, an
-# extension module, a zip on sys.path): a bundle is data and holds none of them
-IMPORTABLE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyi", ".pyx", ".pth", ".so", ".pyd", ".dll", ".dylib",
-                       ".egg", ".whl", ".zip")
 
 
 def map_score(texts: list[str] | None, score: str | None) -> str:
@@ -46,84 +46,6 @@ def map_score(texts: list[str] | None, score: str | None) -> str:
         raise ConfigError("explain: texts are mapped by similarity (a free text has no calibrated probability); "
                           "drop score or pass score='similarity'")
     return score
-
-
-def refuse_pickles(bundle: Path, files: set[str] | None = None) -> None:
-    """A bundle holds safetensors and text only; any pickle-capable or importable file (Python
-    source, bytecode, ``.pth`` hooks, extension modules, archives) is refused unopened."""
-    files = bundle_files(bundle) if files is None else files
-    found = sorted(name for name in files if PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES)
-    if found:
-        raise BundleError(f"{bundle}: refusing pickle-capable file(s) {found}; bundles carry safetensors only. "
-                          "Delete them (they were not opened) or re-export the bundle")
-    code = sorted(name for name in files if PurePosixPath(name).suffix.lower() in IMPORTABLE_SUFFIXES
-                  or "__pycache__" in PurePosixPath(name).parts)
-    if code:
-        raise BundleError(f"{bundle}: refusing importable file(s) {code}; a bundle is data and carries no code. "
-                          "Delete them (nothing was imported) or re-export the bundle")
-
-
-SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
-
-
-def bundle_files(bundle: Path) -> set[str]:
-    """Every file under the bundle (relative names); a symbolic link anywhere is refused."""
-    found = set()
-    for p in bundle.rglob("*"):
-        if p.is_symlink():
-            raise BundleError(f"{bundle}: {p.relative_to(bundle).as_posix()} is a symbolic link; bundles hold "
-                              "plain files only. Replace it with the file itself or re-export")
-        if p.is_file():
-            found.add(p.relative_to(bundle).as_posix())
-    return found
-
-
-def read_sums(bundle: Path) -> dict[str, str]:
-    """``SHA256SUMS`` as name -> digest; every line must be ``<64 hex>  <relative name>``."""
-    sums = bundle / SUMS_FILE
-    if not sums.is_file():
-        raise BundleError(f"{bundle}: {SUMS_FILE} is missing; re-export the bundle")
-    text = sums.read_text(errors="replace")
-    listed = {}
-    for i, line in enumerate(text[:-1].split("\n") if text.endswith("\n") else text.split("\n"), start=1):
-        match = SUM_LINE.match(line)
-        if not match:
-            raise BundleError(f"{bundle}/{SUMS_FILE}: line {i} is not '<sha256>  <file>'; re-export the bundle")
-        digest, name = match.groups()
-        parts = PurePosixPath(name).parts
-        if name.startswith("/") or "\\" in name or ".." in parts or not parts or name in listed:
-            raise BundleError(f"{bundle}/{SUMS_FILE}: line {i} names {name!r}; only relative names inside "
-                              "the bundle, each once, are allowed")
-        listed[name] = digest
-    return listed
-
-
-def verify_sums(bundle: Path, files: set[str] | None = None) -> None:
-    """Refuse a bundle whose files do not match SHA256SUMS (or that has unlisted files)."""
-    present = (bundle_files(bundle) if files is None else files) - {SUMS_FILE}
-    listed = read_sums(bundle)
-    extra = sorted(present - set(listed))
-    if extra:
-        raise BundleError(f"{bundle}: files not listed in {SUMS_FILE}: {extra}; remove them or re-export")
-    for name, digest in listed.items():
-        path = bundle / name
-        if name not in present:
-            raise BundleError(f"{bundle}: {name} is listed in {SUMS_FILE} but missing")
-        if sha256_file(path) != digest:
-            raise BundleError(f"{bundle}: {name} does not match its SHA-256 in {SUMS_FILE}; the file was modified")
-
-
-def read_metadata(bundle: Path) -> dict:
-    """``metadata.json`` parsed and schema-checked; any damage is a ``BundleError`` naming it."""
-    path = bundle / "metadata.json"
-    try:
-        meta = loads_bounded(path.read_text(encoding="utf-8"), str(path), BundleError)
-    except UnicodeDecodeError as exc:
-        raise BundleError(f"{path}: not UTF-8 text ({exc}); re-export the bundle") from None
-    if not isinstance(meta, dict):
-        raise BundleError(f"{path}: must hold a JSON object, got {type(meta).__name__}; re-export the bundle")
-    validate_metadata(meta, str(path))
-    return meta
 
 
 class Predictor:
@@ -170,8 +92,39 @@ class Predictor:
         return model_input(arr, meta, self.domain, self.preprocess)
 
     def _pixels(self, images) -> torch.Tensor:
-        """A ready (B, C, S, S) tensor as is; paths or (C, H, W) arrays read and preprocessed."""
-        return images if isinstance(images, torch.Tensor) else torch.stack([self._to_tensor(i) for i in images])
+        """A ready (B, C, S, S) tensor, checked; paths or (C, H, W) arrays read and preprocessed."""
+        if isinstance(images, torch.Tensor):
+            return self.checked_tensor(images)
+        return torch.stack([self._to_tensor(i) for i in images])
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of a ready input tensor: the band projection's bands, else the tower's."""
+        adapter = self.model.input_adapter
+        if adapter is not None:
+            return int(self.model.spec["input_adapter"]["in_channels"])
+        return max(len(self.tower.preprocess.mean), 3)
+
+    def checked_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """A ready input tensor, refused in one line unless it is (B, C, S, S) with this bundle's
+        channels and input size and holds only finite values (a NaN would give NaN probabilities
+        and empty sets)."""
+        size, channels = self.preprocess.size, self.input_channels
+        if x.ndim != 4 or x.shape[1] != channels or tuple(x.shape[-2:]) != (size, size):
+            raise InputError(f"input tensor of shape {tuple(x.shape)}: this bundle takes (N, {channels}, {size}, {size}) "
+                             "preprocessed pixels; pass image paths or (C, H, W) arrays to have them read and resized")
+        if not x.is_floating_point():
+            raise InputError(f"input tensor of dtype {x.dtype}: pass preprocessed float pixels")
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise InputError(f"input tensor holds {bad} NaN or infinite value(s) of {x.numel()}; fix the input")
+        return x
+
+    def _is_empty(self, images) -> bool:
+        """An empty batch (a (0, C, S, S) tensor or an empty list), after checking a tensor's shape."""
+        if isinstance(images, torch.Tensor):
+            self.checked_tensor(images)
+        return len(images) == 0
 
     def _to_tensor(self, item, location: dict | None = None) -> torch.Tensor:
         if isinstance(item, (str, Path)):
@@ -210,6 +163,10 @@ class Predictor:
     @torch.inference_mode()
     def embed_images(self, images) -> torch.Tensor:
         """Normalised image embeddings for paths, (C, H, W) arrays, or a ready (B, C, S, S) tensor."""
+        images = images if isinstance(images, torch.Tensor) else list(images)
+        if self._is_empty(images):
+            one = self.model.embed_texts(self.model.prompt_ids[:1], self.model.prompt_mask[:1])
+            return torch.empty(0, one.shape[-1])
         return self.model.embed_images(self._pixels(images))
 
     @torch.inference_mode()
@@ -235,9 +192,11 @@ class Predictor:
         arrays, image files, pre-cut tiles, or whole slides and scenes, which are read exactly as
         the run read them (tiles or chips, tissue filter, windows) and pooled to the file with the
         run's aggregation (``eval.aggregate``: mean or top-k)."""
+        images = images if isinstance(images, torch.Tensor) else list(images)
+        if self._is_empty(images):
+            return torch.empty(0, len(self.classes))
         if isinstance(images, torch.Tensor):
             return self.probabilities(self.raw_logits(images))
-        images = list(images)
         if self.slide_level:  # each input is a whole slide, scored as one bag
             return torch.stack([p["probabilities"] for p in self.predict_slides(images, batch_size)])
         rows: list[torch.Tensor | None] = [None] * len(images)
@@ -282,6 +241,9 @@ class Predictor:
             raise ValueError(f"score='{score}' is not one of {list(SCORES)}")
         if alpha is not None and not 0 < alpha < 1:
             raise ValueError(f"alpha={alpha} must lie in (0, 1), e.g. 0.1 for 90% coverage")
+        images = images if isinstance(images, torch.Tensor) else list(images)
+        if self._is_empty(images):
+            return []
         same = alpha is None or alpha == stored["alpha"]
         threshold = stored[score]["threshold"] if same else threshold_for(stored[score]["scores"], alpha)
         if isinstance(images, torch.Tensor):
@@ -307,6 +269,9 @@ class Predictor:
         if not isinstance(images, torch.Tensor):
             images = self._tiles_only(images, "similarity maps are computed", "explain (or the file to explain_file)")
         score = map_score(texts, score)
+        if self._is_empty(images):
+            size = self.preprocess.size
+            return torch.empty(0, len(texts) if texts else len(self.classes), size, size)
         classes = self.embed_texts(list(texts)) if texts else None
         return torch.cat([self._maps(self._pixels(images[start : start + batch_size]), classes, score)
                           for start in range(0, len(images), batch_size)])
@@ -402,17 +367,3 @@ def load_bundle(path: str | Path, verify: bool = True, base=None) -> Predictor:
                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); re-export the bundle") from None
     check_loaded(bundle, meta, model)
     return Predictor(bundle, meta, model)
-
-
-def check_loaded(bundle: Path, meta: dict, model: AdaptedModel) -> None:
-    """What the schema cannot see until the model exists: one preprocessing mean and std per
-    input channel of the tower (or one for all), and finite weights everywhere (a NaN in
-    ``heads.safetensors`` or an adapter file would make every probability NaN)."""
-    channels = len(model.tower.preprocess.mean)
-    given = len(meta["preprocessing"]["mean"])
-    if model.input_adapter is None and given not in (1, channels):
-        raise BundleError(f"{bundle}/metadata.json: preprocessing.mean has {given} values for a tower with {channels} "
-                          "input channels; re-export the bundle")
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise BundleError(f"{bundle}: tensor '{name}' holds NaN or infinite values; re-export the bundle")

@@ -102,6 +102,7 @@ class EvalInfo(_Open):
 
     aggregate: Literal["mean", "topk"] = "mean"
     topk: int = Field(5, ge=1, le=100_000)
+    bootstrap: int = Field(1000, ge=0, le=100_000)
     conformal_alpha: float | None = Field(None, gt=0, lt=1)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from domainclip.core.fileio import atomic_write_text
+
 
 def aggregate(per_seed: list[dict], key: str = "top1") -> dict:
     """Mean and sd of ``key`` per evaluation and split over the seeds' metrics."""
@@ -30,7 +32,7 @@ def run_few_shot(cfg, seeds: list[int], run_once):
                "top1": aggregate([r.metrics for r in results]),
                "per_seed_dirs": [str(r.run_dir) for r in results]}
     run_dir = Path(cfg.run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps({"few_shot": summary}, indent=2))
+    atomic_write_text(run_dir / "metrics.json", json.dumps({"few_shot": summary}, indent=2))
     first = results[0]
     return type(first)(run_dir=run_dir, metrics={"few_shot": summary, **first.metrics},
                        bundle_dir=first.bundle_dir, timings=first.timings)

@@ -32,10 +32,10 @@ from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.evaluation.slide_gallery import write_slide_gallery
 from domainclip.export import write_bundle
 from domainclip.export.base_models import portable_config
-from domainclip.pipeline.received import DIGEST_KEY, resolve_reproduced_base
 from domainclip.export.phi import audit, audit_run_texts, identifying_values, refuse_on_hits
 from domainclip.pipeline.few_shot_protocol import run_few_shot
 from domainclip.pipeline.objectives import Adaptation, adapt
+from domainclip.pipeline.received import DIGEST_KEY, resolve_reproduced_base
 from domainclip.pipeline.reference import ReferenceZeroShot
 from domainclip.pipeline.run_checks import check_run_config, check_splits
 from domainclip.pipeline.run_data import build_datasets, eval_settings, input_adapter_spec, predictions, sample_meta
@@ -116,7 +116,7 @@ def adaptation(parts: "RunParts") -> Adaptation:
     names (or None) and WiSE-FT's reference card (``method.reference_card``)."""
     cfg = parts.cfg
     return Adaptation(parts.task, parts.dm, lambda: build_trainer(cfg, parts.run_dir),
-                      resume_ckpt=find_checkpoint(cfg.trainer.get("resume"), parts.run_dir), reference=parts.reference)
+                      resume_ckpt=find_checkpoint(cfg.trainer.get("resume"), parts.run_dir, parts.task), reference=parts.reference)
 
 
 def setup(cfg: DictConfig) -> RunParts:
@@ -232,7 +232,7 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
     cfg = parts.cfg
     task, dm, data, timings = parts.task, parts.dm, parts.data, parts.timings
     if lead:
-        (parts.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(parts.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_capsule(parts.run_dir, cfg, data, parts.identifying_values())
         if data.quarantine:
             write_quarantine(parts.run_dir / "quarantine.jsonl", data.quarantine)

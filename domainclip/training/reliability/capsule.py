@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from domainclip.core.fileio import atomic_write_text
 from domainclip.core.hash_cache import HashCache
 from domainclip.core.paths import REPO_DIR
 from domainclip.data.identifiers import names_identifier
@@ -147,9 +148,9 @@ def write_capsule(run_dir: Path, cfg: DictConfig, data, identifiers: dict[str, s
     """Write ``run_dir/capsule`` (see module docstring); returns its path."""
     out = Path(run_dir) / "capsule"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides())))
-    (out / "environment.json").write_text(json.dumps(environment(cfg.seed), indent=2))
-    (out / "pip_freeze.txt").write_text(pip_freeze())
-    (out / "data.json").write_text(json.dumps(data_fingerprint(data, identifiers=identifiers), indent=2))
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides())))
+    atomic_write_text(out / "environment.json", json.dumps(environment(cfg.seed), indent=2))
+    atomic_write_text(out / "pip_freeze.txt", pip_freeze())
+    atomic_write_text(out / "data.json", json.dumps(data_fingerprint(data, identifiers=identifiers), indent=2))
     return out

@@ -77,10 +77,12 @@ class ResumeState(pl.Callback):
 CHECKPOINT_NAMES = ("last.ckpt", "periodic.ckpt")
 
 
-def find_checkpoint(resume: str | None, run_dir: Path) -> str | None:
+def find_checkpoint(resume: str | None, run_dir: Path, module=None) -> str | None:
     """``trainer.resume``: ``auto`` = the newest of ``run_dir/checkpoints/{last,periodic}.ckpt``
     when one exists, a path = that file, null = start fresh. Says on stderr where it resumes from;
-    a damaged or truncated checkpoint is a one-line ``ConfigError`` before any training."""
+    a damaged or truncated checkpoint, or (with ``module``) one whose tensors do not fit the
+    module this run built (another ``method.r``, tower or method), is a one-line ``ConfigError``
+    before any training."""
 
     if not resume:
         return None
@@ -95,16 +97,34 @@ def find_checkpoint(resume: str | None, run_dir: Path) -> str | None:
         path = Path(resume)
         if not path.is_file():
             raise ConfigError(f"trainer.resume={resume}: no such checkpoint; use auto, null or a .ckpt path")
-    epoch, step = checkpoint_position(path)
+    epoch, step = checkpoint_position(path, module)
     print(f"resuming from {path}: epoch {epoch}, step {step}", file=sys.stderr)
     return str(path)
 
 
-def checkpoint_position(path: Path) -> tuple[int, int]:
-    """(epoch, global step) stored in a checkpoint; refuses a truncated or damaged file."""
+def check_fits(path: Path, state: dict, module) -> None:
+    """Refuse a checkpoint whose tensors do not fit ``module``: a trainable tensor missing, or a
+    shared name with another shape."""
+    own = module.state_dict()
+    for name, tensor in state.items():
+        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+            raise ConfigError(f"checkpoint {path} was written by a run with other settings: tensor '{name}' is "
+                              f"{tuple(tensor.shape)} there and {tuple(own[name].shape)} here (another method.r, "
+                              "tower or method?); resume with the run's own settings, or start a new run_dir")
+    missing = sorted(n for n, p in module.named_parameters() if p.requires_grad and n not in state)
+    if missing:
+        raise ConfigError(f"checkpoint {path} lacks this run's trained tensor(s) {missing[:3]}: it was written with "
+                          "another method or settings; resume with the run's own settings, or start a new run_dir")
+
+
+def checkpoint_position(path: Path, module=None) -> tuple[int, int]:
+    """(epoch, global step) stored in a checkpoint; refuses a truncated or damaged file, and one
+    that does not fit ``module`` (:func:`check_fits`)."""
 
     try:
         ckpt = safe_torch_load(path)
+        if module is not None:
+            check_fits(path, ckpt["state_dict"], module)
         return int(ckpt["epoch"]), int(ckpt["global_step"])
     except DomainClipError:
         raise
