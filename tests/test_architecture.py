@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "domainclip"
 LAZY_ALLOWED = {  # the package root stays light; the CLI checks the config before importing torch
     "domainclip/__init__.py": {"domainclip.export.loader"},
-    "domainclip/__main__.py": {"domainclip.pipeline.run", "domainclip.pipeline.config_checks"},
+    "domainclip/__main__.py": {"domainclip.pipeline.run", "domainclip.pipeline.config_checks",
+                               "domainclip.pipeline.received"},
+    # a received config is checked before Hydra runs; its checksums only when it comes with a bundle
+    "domainclip/pipeline/received.py": {"domainclip.export.loader"},
     "domainclip/data/__init__.py": {"domainclip.data.datamodule"},  # Lightning only for training
 }
 

@@ -5,16 +5,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from domainclip.data.identifiers import norm
-
-# Generic identifying patterns: dates, MRN-like numbers, DICOM UID roots, e-mails, phone numbers.
-PHI_PATTERNS = {
-    "date": re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"),
-    "mrn": re.compile(r"\b(MRN|ID|#)?\s*:?\s*\d{6,}\b", re.IGNORECASE),
-    "uid": re.compile(r"\b\d+(\.\d+){4,}\b"),
-    "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
-    "phone": re.compile(r"\+?\d[\d\s().-]{8,}\d"),
-}
+from domainclip.data.identifiers import PHI_PATTERNS, norm  # noqa: F401 - PHI_PATTERNS re-exported
 
 
 def mentions(text: str, names: list[str]) -> bool:

@@ -2,9 +2,20 @@
 place it came from: what the PHI audits of captions, runs and bundles look for."""
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 from domainclip.cards.schema import SPLIT_LEVELS, SPLIT_NAMES
+
+# Generic identifying patterns: dates, MRN-like numbers, DICOM UID roots, e-mails, phone numbers.
+PHI_PATTERNS = {
+    "date": re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|(19|20)\d{6})\b"),
+    "mrn": re.compile(r"\b(MRN|ID|#)?\s*:?\s*\d{6,}\b", re.IGNORECASE),
+    "uid": re.compile(r"\b\d+(\.\d+){4,}\b"),
+    "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"),
+    "phone": re.compile(r"\+?\d[\d\s().-]{8,}\d"),
+}
 
 DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate")
 UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -24,11 +35,29 @@ def identifier_pattern(value: str) -> re.Pattern:
 def names_identifier(text: str, identifiers: dict[str, str]) -> bool:
     """Whether ``text`` (a file path, a group id) holds one of ``identifiers`` as a whole word, or
     a generic PHI pattern (a date, a record number, a UID, an e-mail, a phone number)."""
-    from domainclip.captions.validate import PHI_PATTERNS
-
     low = norm(text)
     return (any(norm(v) and identifier_pattern(v).search(low) for v in identifiers)
             or any(p.search(text) for p in PHI_PATTERNS.values()))
+
+
+PSEUDONYM = "phi-"  # what a run-level record writes in place of a path naming an identifier
+
+
+def pseudonym(rel: str) -> str:
+    """The stand-in for a relative path that names an identifier: a digest of the path."""
+    return PSEUDONYM + hashlib.sha256(rel.encode()).hexdigest()[:24]
+
+
+def recorded_path(path, root, identifiers: dict[str, str]) -> str:
+    """``path`` as run-level records (capsule, metrics.json, quarantine.jsonl) write it: relative to
+    the card's ``root``, and replaced by its :func:`pseudonym` when it holds one of the data's
+    identifying values (a patient name in a file name, as clinical exports often write) or a
+    generic PHI pattern (dates, record numbers)."""
+    try:
+        rel = Path(path).relative_to(root).as_posix()
+    except ValueError:
+        rel = Path(path).name  # outside the root (never for card records): keep the name only
+    return pseudonym(rel) if names_identifier(rel, identifiers) else rel
 
 
 def controlled_vocabulary() -> set[str]:

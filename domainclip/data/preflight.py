@@ -7,6 +7,8 @@ from pathlib import Path
 
 from domainclip.cards.manifest import Record
 from domainclip.core.errors import DomainClipError, ReadError
+from domainclip.core.fileio import atomic_write_text
+from domainclip.data.identifiers import recorded_path
 from domainclip.readers import read_record
 
 ON_ERROR = ("fail", "skip")
@@ -45,6 +47,17 @@ def apply_policy(splits: dict[str, list[Record]], reader: str, options: dict, on
     return kept, quarantine
 
 
+def recorded_quarantine(quarantine: list[dict], root, identifiers: dict[str, str]) -> list[dict]:
+    """The quarantine as run-level records hold it: each path relative to the card's root (or its
+    pseudonym where it names an identifier), in the entry and in its error text."""
+    out = []
+    for q in quarantine:
+        shown = recorded_path(q["path"], Path(root).resolve(), identifiers)
+        out.append({k: (str(v).replace(str(q["path"]), shown) if isinstance(v, str) else v) for k, v in q.items()})
+    return out
+
+
 def write_quarantine(path: Path, quarantine: list[dict]) -> None:
-    """``quarantine.jsonl``: one JSON object (path, row, split, stage, error) per skipped file."""
-    path.write_text("".join(json.dumps(q) + "\n" for q in quarantine))
+    """``quarantine.jsonl``: one JSON object (path, row, split, stage, error) per skipped file,
+    written whole (pass :func:`recorded_quarantine`'s entries)."""
+    atomic_write_text(path, "".join(json.dumps(q) + "\n" for q in quarantine))

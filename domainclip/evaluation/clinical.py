@@ -28,7 +28,7 @@ from domainclip.evaluation.conformal import conformal_evaluation, locked_conform
 from domainclip.evaluation.decision import decision_curves, recalibration
 from domainclip.evaluation.metrics import classification_metrics
 from domainclip.evaluation.operating import lock_thresholds, operating_metrics
-from domainclip.evaluation.scores import HEADLINE
+from domainclip.evaluation.scores import evaluated_classes, headline_for
 
 
 @dataclass
@@ -65,9 +65,14 @@ def lock_on_validation(val: Predictions, class_names: list[str], s: EvalSettings
 
 
 def with_cis(probs: torch.Tensor, targets: torch.Tensor, groups: list[str], s: EvalSettings) -> dict:
-    """Headline metrics with group-bootstrap 95% CIs."""
+    """Headline metrics with group-bootstrap 95% CIs (macro metrics over the classes the split
+    evaluates, named in ``macro_over`` when a class is absent)."""
     p, y = probs.numpy().astype(np.float64), targets.numpy()
-    return metrics_with_cis(HEADLINE, p, y, groups, s.bootstrap, s.seed)
+    out = metrics_with_cis(headline_for(y, p.shape[1]), p, y, groups, s.bootstrap, s.seed)
+    classes = evaluated_classes(y, p.shape[1])
+    if 0 < len(classes) < p.shape[1]:
+        out["macro_over"] = classes
+    return out
 
 
 def detailed(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
@@ -76,11 +81,14 @@ def detailed(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str])
     out = classification_metrics(probs.log(), targets, class_names)
     out["cohen_kappa"] = float(multiclass_cohen_kappa(probs, targets, num_classes=k))
     out["confusion_matrix"] = multiclass_confusion_matrix(probs, targets, num_classes=k).tolist()
-    if len(torch.unique(targets)) == k:
+    present = evaluated_classes(targets.numpy(), k)
+    if present:
         auroc = multiclass_auroc(probs, targets, num_classes=k, average="none")
         auprc = multiclass_average_precision(probs, targets, num_classes=k, average="none")
-        out["per_class"] = {c: {"auroc": float(a), "auprc": float(b)} for c, a, b in zip(class_names, auroc, auprc)}
-        out["macro_auprc"] = float(auprc.mean())
+        out["per_class"] = {c: {"auroc": float(a), "auprc": float(b)} if i in present else
+                            {"auroc": float("nan"), "auprc": float("nan"), "not_evaluated": "no sample in this split"}
+                            for i, (c, a, b) in enumerate(zip(class_names, auroc, auprc))}
+        out["macro_auprc"] = float(auprc[present].mean())
     return out
 
 
@@ -119,6 +127,10 @@ def evaluate_model(val: Predictions, test: Predictions, class_names: list[str], 
         "conformal": conformal_sets(val, test, raw, class_names, s, locked_sets),
     }
     report["flags"] = evaluation_flags(val, temperature, report["calibration"], class_names, locked is not None)
+    unfitted = [] if locked or val is None else [c for k, c in enumerate(class_names)
+                                                 if not bool((val.targets == k).any())]
+    if unfitted:
+        report["thresholds_not_fitted"] = {c: "no validation sample: the threshold is the 0.5 default" for c in unfitted}
     grouped = aggregate_groups(probs, test.targets, test.groups, s.aggregate, s.topk,
                                group_positive(s.group_label, class_names))
     if grouped is None:
@@ -152,8 +164,9 @@ def compare(before: Predictions, after: Predictions, s: EvalSettings) -> dict:
     pb, pa = before.logits.softmax(-1).numpy(), after.logits.softmax(-1).numpy()
     y = after.targets.numpy()
     out = {}
+    headline = headline_for(y, pa.shape[1])
     for name in ("top1", "balanced_accuracy", "macro_auroc"):
-        fn = HEADLINE[name]
+        fn = headline[name]
         out[name] = paired_bootstrap(lambda idx: fn(pb[idx], y[idx]), lambda idx: fn(pa[idx], y[idx]),
                                      after.groups, max(s.bootstrap, 1), s.seed)
     return out

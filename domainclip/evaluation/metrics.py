@@ -44,6 +44,12 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_na
         out["macro_auroc"] = float(multiclass_auroc(probs, targets, num_classes=k, average="macro"))
     else:
         absent = [c for i, c in enumerate(class_names) if not bool((targets == i).any())]
-        out["undefined"] = {"macro_auroc": f"class(es) {absent} absent from this split",
-                            "recall_per_class": f"recall of {absent} is 0 by convention: no sample"}
+        present = [i for i, c in enumerate(class_names) if c not in absent]
+        out["undefined"] = {"recall_per_class": f"recall of {absent} is 0 by convention: no sample"}
+        if len(present) > 1:  # a small collection left a class out of this split: macro over the rest
+            per_class_auroc = multiclass_auroc(probs, targets, num_classes=k, average="none")
+            out["macro_auroc"] = float(per_class_auroc[present].mean())
+            out["macro_over"] = [class_names[i] for i in present]
+        else:
+            out["undefined"]["macro_auroc"] = f"class(es) {absent} absent from this split"
     return out

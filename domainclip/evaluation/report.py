@@ -213,6 +213,8 @@ def site_lines(sites: dict | None) -> list[str]:
 def warning_lines(summary: dict) -> list[str]:
     """Run warnings, evaluation flags, metrics left undefined (with why) and a refused bundle."""
     lines = [*summary.get("warnings", []), *summary["metrics"].get("clinical", {}).get("flags", [])]
+    unfitted = summary["metrics"].get("clinical", {}).get("thresholds_not_fitted", {})
+    lines += [f"class '{c}': operating threshold not fitted on val ({why})" for c, why in unfitted.items()]
     lines += [f"external site worse beyond its CI: {w}" for w in (summary["metrics"].get("sites") or {}).get("worse", [])]
     conformal = summary["metrics"].get("clinical", {}).get("conformal") or {}
     if "note" in conformal:

@@ -117,3 +117,28 @@ def ece(p: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
 
 
 HEADLINE = METRICS["single_label"]  # the single-label headline metrics, by their former name
+
+
+def evaluated_classes(y: np.ndarray, n_classes: int) -> list[int]:
+    """Single-label classes that have samples and non-samples in ``y``: those a one-vs-rest metric
+    can evaluate (a small collection may leave a class out of a split)."""
+    present = set(np.unique(y).tolist())
+    return [k for k in range(n_classes) if k in present] if len(present) > 1 else []
+
+
+def macro_auroc_over(classes: list[int]) -> Metric:
+    """Macro AUROC over ``classes`` only (the classes a split evaluates)."""
+    def macro_auroc_evaluated(p: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(column_aurocs(p, indicators(y, p.shape[1]))[classes]))
+
+    return macro_auroc_evaluated
+
+
+def headline_for(y: np.ndarray, n_classes: int) -> dict[str, Metric]:
+    """The single-label headline metrics for a split: as registered when every class is there,
+    else with the macro AUROC over the classes the split evaluates (bootstrap resamples of that
+    split keep the same classes, so a resample that loses one is NaN, as before)."""
+    classes = evaluated_classes(y, n_classes)
+    if len(classes) in (0, n_classes):
+        return HEADLINE
+    return {**HEADLINE, "macro_auroc": macro_auroc_over(classes)}

@@ -71,6 +71,15 @@ def _utility(clinical: dict) -> str:
     return "\n".join(lines) or "Not computed for this run."
 
 
+def _not_evaluated(metrics: dict) -> str:
+    """Classes the card had too few groups to evaluate on a split (a line each), or nothing."""
+    lines = [f"- Class `{c}`: {why}; its metrics there are NaN and macro metrics cover the classes evaluated.\n"
+             for reasons in (metrics.get("not_evaluated") or {}).values() for c, why in reasons.items()]
+    unfitted = (metrics.get("clinical") or {}).get("thresholds_not_fitted") or {}
+    lines += [f"- Class `{c}`: operating threshold not fitted on val ({why}).\n" for c, why in unfitted.items()]
+    return "".join(lines) + ("\n" if lines else "")
+
+
 def render_model_card(meta: dict) -> str:
     """The bundle's model card. Every section maps to reporting-guideline items."""
     data, tower, method = meta["data_card"], meta["tower"], meta["method"]
@@ -119,7 +128,7 @@ sensors than the data card describes; populations the evaluation data does not r
 {subgroups or 'No subgroup columns were named in the data card.'}
 
 ## Known limitations (CLAIM 41; TRIPOD+AI 25)
-Performance was estimated on the card's held-out split{' and the external sites above' if meta['metrics'].get('sites') else ' only; external validation is needed'}.
+{_not_evaluated(meta['metrics'])}Performance was estimated on the card's held-out split{' and the external sites above' if meta['metrics'].get('sites') else ' only; external validation is needed'}.
 Captions derive from class labels, so the text side encodes the label set, not free-text reports.
 Demo data cards contain synthetic images and say so.
 

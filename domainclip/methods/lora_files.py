@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from domainclip.core.errors import BundleError
+from domainclip.core.fileio import check_safetensors_header
 from domainclip.core.safe_json import loads_bounded
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
@@ -76,8 +77,6 @@ def check_rank_and_shapes(folder: Path, base: nn.Module, cfg) -> None:
     exceed the layer's larger side), and every LoRA tensor in the weights file's header has that
     rank. Shapes come from the header; no tensor is read."""
     from safetensors import safe_open
-
-    from domainclip.core.fileio import check_safetensors_header
 
     pattern = re.compile(cfg.target_modules)
     sides = [s for name, m in base.named_modules() if pattern.fullmatch(name) and (s := layer_sides(m))]

@@ -98,24 +98,3 @@ def hydra_flag(argv: list[str], long: str, short: str) -> str | None:
                 return arg[len(flag) + 1:]
     return None
 
-
-DIGEST_KEY = "base_weights_digest"  # written into reproduce.yaml beside the portable tower config
-
-
-def resolve_reproduced_base(cfg) -> None:
-    """A config reproduced from a bundle names its base model portably (a folder name, as
-    metadata.json does) with the weights' digest: find those weights on this machine (a source
-    the user passed that exists, else this machine's registry of base models, else the hub
-    cache), verify the digest, and put the local paths into ``cfg.tower``. No-op for other configs."""
-    from omegaconf import OmegaConf
-
-    from domainclip.export.base_models import _get, resolve_base, tower_class
-
-    digest = cfg.get(DIGEST_KEY)
-    if not digest:
-        return
-    tower = OmegaConf.to_container(cfg.tower, resolve=True)
-    given = {k: str(v) for k in tower_class(str(tower["name"])).source_keys
-             if (v := _get(tower, k)) and Path(str(v)).expanduser().exists()}
-    resolved = resolve_base(Path(str(cfg.run_dir)), {"config": tower, "weights_digest": str(digest)}, base=given or None)
-    cfg.tower = OmegaConf.create(resolved)

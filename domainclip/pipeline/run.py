@@ -21,7 +21,7 @@ from domainclip.data import CardData, load_card_data
 from domainclip.data.card_checks import check_bands_to_rgb
 from domainclip.data.datamodule import SplitDataModule
 from domainclip.data.few_shot import few_shot_subset, short_classes
-from domainclip.data.preflight import write_quarantine
+from domainclip.data.preflight import recorded_quarantine, write_quarantine
 from domainclip.evaluation import classification_metrics
 from domainclip.evaluation.aggregate import group_positive
 from domainclip.evaluation.clinical import EvalSettings
@@ -31,12 +31,11 @@ from domainclip.evaluation.report import print_summary, write_report
 from domainclip.evaluation.retrieval import task_retrieval
 from domainclip.evaluation.slide_gallery import write_slide_gallery
 from domainclip.export import write_bundle
-from domainclip.export.base_models import portable_config
 from domainclip.export.phi import audit, audit_run_texts, identifying_values, refuse_on_hits
 from domainclip.pipeline.few_shot_protocol import run_few_shot
 from domainclip.pipeline.objectives import Adaptation, adapt
-from domainclip.pipeline.received import DIGEST_KEY, resolve_reproduced_base
 from domainclip.pipeline.reference import ReferenceZeroShot
+from domainclip.pipeline.reproduce import reproduce_config, resolve_reproduced_base
 from domainclip.pipeline.run_checks import check_run_config, check_splits
 from domainclip.pipeline.run_data import build_datasets, eval_settings, input_adapter_spec, predictions, sample_meta
 from domainclip.pipeline.sites import compare_sites, evaluate_sites, load_external_sites
@@ -71,9 +70,14 @@ class RunParts:
     cache_hits: dict
     timings: dict
     warnings: list[str] = field(default_factory=list)
+    not_evaluated: dict = field(default_factory=dict)  # split -> class -> why it is not evaluated there
     identifiers: dict[str, str] | None = None  # identifying values in the data (read once: DICOM headers)
     external: dict = field(default_factory=dict)  # eval.external_cards: name -> sites.ExternalSite
     reference: ReferenceZeroShot | None = None  # method.reference_card (WiSE-FT), read before training
+
+    def recorded_quarantine(self) -> list[dict]:
+        """The skipped files as run-level records list them (relative, pseudonymised where needed)."""
+        return recorded_quarantine(self.data.quarantine, self.data.root, self.identifying_values())
 
     def identifying_values(self) -> dict[str, str]:
         """The data's identifying values, for the audit before training and the export audit."""
@@ -145,7 +149,9 @@ def setup(cfg: DictConfig) -> RunParts:
                            input_adapter=input_adapter_spec(data),
                            guard=NonFiniteGuard(guard.get("nonfinite", "skip"), guard.get("max_consecutive", 5),
                                                 run_dir / "nonfinite.jsonl"))
-    check_splits(cfg, data, task.method.trains)
+    not_evaluated = check_splits(cfg, data, task.method.trains)
+    warnings += [f"class '{c}' {why}: too few groups to reach every split; its metrics there are NaN and macro "
+                 "metrics cover the classes evaluated" for reasons in not_evaluated.values() for c, why in reasons.items()]
     datasets, cache_hits = build_datasets(cfg, data, task, bank.pool_ids)
     dm = SplitDataModule(datasets, cfg.data.batch_size, cfg.data.num_workers, cfg.seed,
                          balanced=bool(cfg.data.get("balanced_sampling", False)))
@@ -153,7 +159,7 @@ def setup(cfg: DictConfig) -> RunParts:
     reference = cfg.method.get("reference_card")
     timings["features_s"] = time.perf_counter() - t
     return RunParts(cfg, run_dir, data, bank, caption_report, task, dm, cache_hits, timings, warnings,
-                    external=external, reference=ReferenceZeroShot(reference) if reference else None)
+                    not_evaluated=not_evaluated, external=external, reference=ReferenceZeroShot(reference) if reference else None)
 
 
 def export_bundle(parts: RunParts, metrics: dict) -> Path:
@@ -165,32 +171,6 @@ def export_bundle(parts: RunParts, metrics: dict) -> Path:
                         parts.bank.texts,
                         parts.identifying_values(), merge=bool(cfg.export.merge),
                         onnx=bool(cfg.export.get("onnx", False)))
-
-
-def reproduce_config(cfg: DictConfig, run_dir: Path, weights_digest: str | None = None) -> str:
-    """The resolved config for ``--config-name reproduce``, with every path inside the original run
-    directory (checkpoints, sample logs, logger folders) rewritten under the new run's ``run_dir``,
-    so reproducing never writes into the run it came from. The base model is named portably, as
-    metadata.json names it, with its weights' digest (``received.resolve_reproduced_base``)."""
-    original = str(Path(run_dir).resolve())
-
-    def relocate(node):
-        if isinstance(node, dict):
-            return {k: relocate(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [relocate(v) for v in node]
-        if isinstance(node, str):
-            for prefix in {original, str(run_dir)}:
-                if node == prefix or node.startswith(prefix + "/"):
-                    return "${run_dir}" + node[len(prefix):]
-        return node
-
-    rerun = relocate(OmegaConf.to_container(cfg, resolve=True))
-    rerun["run_dir"] = "${hydra:runtime.output_dir}"  # a rerun writes to its own directory
-    rerun["tower"] = portable_config(rerun["tower"])  # as metadata.json names the base: no local paths
-    if weights_digest:
-        rerun[DIGEST_KEY] = weights_digest
-    return OmegaConf.to_yaml(OmegaConf.create(rerun))
 
 
 def run(cfg: DictConfig) -> Result:
@@ -235,7 +215,7 @@ def _train_and_evaluate(parts: RunParts, lead: bool, t0: float) -> Result:
         atomic_write_text(parts.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_capsule(parts.run_dir, cfg, data, parts.identifying_values())
         if data.quarantine:
-            write_quarantine(parts.run_dir / "quarantine.jsonl", data.quarantine)
+            write_quarantine(parts.run_dir / "quarantine.jsonl", parts.recorded_quarantine())
     t = time.perf_counter()
     splits = list(cfg.eval.splits)
     device = compute_device(cfg.trainer.accelerator)
@@ -286,6 +266,8 @@ def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None =
     after = predictions(task, dm, data, splits, device=device)
     settings = eval_settings(cfg, data)
     metrics = summarise(before, after, data, settings)
+    if parts.not_evaluated:
+        metrics["not_evaluated"] = parts.not_evaluated
     if parts.external and "clinical" in metrics:
         external = evaluate_sites(task, parts.external, metrics["clinical"], settings, device)
         metrics["external"] = {name: report for name, (_, report) in external.items()}
@@ -296,7 +278,7 @@ def evaluate_trained(parts: RunParts, before: dict, method_report: dict | None =
         metrics["method"] = method_report
     summary = {"metrics": metrics, "captions": parts.caption_report, "cache_hits": parts.cache_hits,
                "timings": parts.timings, "card": data.card.name,
-               "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in data.quarantine]},
+               "skipped": {"count": len(data.quarantine), "files": [q["path"] for q in parts.recorded_quarantine()]},
                "warnings": parts.warnings, "counts": data.counts(), "split_level": data.card.split.level}
     return summary, after
 

@@ -9,6 +9,7 @@ from PIL import Image
 from domainclip.readers.base import register_reader
 from domainclip.readers.limits import DEFAULT_MAX_PIXELS as MAX_PIXELS
 from domainclip.readers.limits import check_declared
+from domainclip.transforms.intensity import apply_window
 from domainclip.transforms.spatial import box_reduce, reduction_factor
 
 HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # Pillow's 16-bit, 32-bit int and float grey
@@ -42,8 +43,6 @@ def _load_rgb(path: Path, mode: str = "RGB", min_side: int | None = None,
 def _high_depth(img, path: Path, min_side: int | None, window) -> tuple[np.ndarray, dict]:
     """A grey image deeper than 8 bits as (1, H, W) float32 at full depth (never through Pillow's
     8-bit conversion, which clips 0..4095 to 0..255)."""
-    from domainclip.transforms.intensity import apply_window
-
     arr = np.asarray(img).astype(np.float32)
     meta = {"units": "raw", "size": img.size, "bit_depth": {"F": 32, "I": 32}.get(img.mode, 16)}
     if window is not None:

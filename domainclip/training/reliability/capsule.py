@@ -29,21 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from domainclip.core.fileio import atomic_write_text
 from domainclip.core.hash_cache import HashCache
 from domainclip.core.paths import REPO_DIR
-from domainclip.data.identifiers import names_identifier
-
-PSEUDONYM = "phi-"  # a data.json key that stands for a path naming an identifier
-
-
-def pseudonym(rel: str) -> str:
-    """The stand-in for a relative path that names an identifier: a digest of the path."""
-    return PSEUDONYM + hashlib.sha256(rel.encode()).hexdigest()[:24]
-
-
-def recorded_name(rel: str, identifiers: dict[str, str]) -> str:
-    """``rel`` as data.json records it: itself, or its :func:`pseudonym` when it holds one of the
-    data's identifying values (a patient name in a file name, as clinical exports often write) or
-    a generic PHI pattern (dates, record numbers)."""
-    return pseudonym(rel) if names_identifier(rel, identifiers) else rel
+from domainclip.data.identifiers import PSEUDONYM, pseudonym, recorded_path
 
 
 def data_fingerprint(data, hashes: HashCache | None = None, identifiers: dict[str, str] | None = None) -> dict:
@@ -55,19 +41,12 @@ def data_fingerprint(data, hashes: HashCache | None = None, identifiers: dict[st
     entries = {}
     for split, records in data.splits.items():
         for rec in records:
-            rel = recorded_name(_relative(rec.path, data.root), identifiers)
+            rel = recorded_path(rec.path, Path(data.root).resolve(), identifiers)
             entries[rel] = {"sha256": hashes.sha256(rec.path), "split": split}
     hashes.save()
     manifest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in sorted(entries.items())}).encode()).hexdigest()
     splits = hashlib.sha256(json.dumps({k: v["split"] for k, v in sorted(entries.items())}).encode()).hexdigest()
     return {"root": str(data.root), **files, "manifest_sha256": manifest, "split_hash": splits, "files": entries}
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def changed_files(recorded: dict) -> list[str]:
