@@ -20,7 +20,7 @@ from domainclip.core.errors import CardError, ConfigError
 from domainclip.core.fileio import WriteError
 from domainclip.pipeline.run import run
 
-FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0", "tower.image.size=32"]
+FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0"]
 CANARY = "QZFILECANARY"
 
 
