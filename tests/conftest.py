@@ -133,3 +133,17 @@ def open_clip_dirs(open_clip_oracle, tmp_path_factory) -> dict:
                                                 logit_bias=-2.0),
             "timm_hf": openclip_oracle.save_family(open_clip_oracle, "timm_hf", cfgs["timm_hf"], root / "timm_hf"),
             "coca": openclip_oracle.save_family(open_clip_oracle, "coca", cfgs["coca"], root / "coca")}
+
+
+@pytest.fixture
+def small_file_limit():
+    """``small_file_limit(n)``: from then on, writes past n bytes fail with EFBIG, as on a full disk
+    (SIGXFSZ ignored, so the error is raised); the limit is lifted after the test."""
+    import resource
+    import signal
+
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    yield lambda n: resource.setrlimit(resource.RLIMIT_FSIZE, (n, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+    signal.signal(signal.SIGXFSZ, old_handler)

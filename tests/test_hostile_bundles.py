@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
-import signal
 import struct
 from pathlib import Path
 
@@ -203,22 +201,12 @@ def test_kill_between_renames_keeps_a_complete_bundle(lora_bundle, monkeypatch):
     assert (bundle / "SHA256SUMS").read_text() == before and predictor.classes
 
 
-@pytest.fixture
-def small_file_limit():
-    """Writes past 64 KB fail with EFBIG, as on a full disk (the signal is ignored, the error is raised)."""
-    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    yield lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, old_limit[1]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-    signal.signal(signal.SIGXFSZ, old_handler)
-
-
 def test_full_disk_during_export_is_one_line_and_keeps_the_previous_bundle(lora_bundle, small_file_limit):
     parts, bundle = lora_bundle
     before = (bundle / "SHA256SUMS").read_text()
     parts.cfg.export.merge = True  # the merged model is far over the limit
     try:
-        small_file_limit()
+        small_file_limit(64 << 10)
         with pytest.raises(WriteError, match="disk is full") as err:
             export_bundle(parts, {"zero_shot_after": {}})
     finally:
@@ -233,7 +221,7 @@ def test_full_disk_during_checkpoint_is_one_line_without_debris(tmp_path, small_
 
     io = AtomicCheckpointIO()
     io.save_checkpoint({"w": torch.zeros(10)}, tmp_path / "last.ckpt")
-    small_file_limit()
+    small_file_limit(64 << 10)
     with pytest.raises(WriteError, match="last.ckpt"):
         io.save_checkpoint({"w": torch.zeros(100_000)}, tmp_path / "last.ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

@@ -172,7 +172,7 @@ def test_bad_config_value_is_one_line_from_a_fresh_interpreter(tmp_path):
     assert not (tmp_path / "never-generated").exists() and not (tmp_path / "run").exists()
 
 
-def test_class_missing_from_test_is_refused_before_training(tmp_path, make_cfg):
+def test_class_missing_from_test_is_refused_with_require_every_class(tmp_path, make_cfg):
     root = tmp_path / "data"
     root.mkdir()
     card = tile_collection(root)
@@ -183,6 +183,7 @@ def test_class_missing_from_test_is_refused_before_training(tmp_path, make_cfg):
         f"{line},{split(i)}" for i, line in enumerate(lines[1:]) if i < 8 or i % 2 == 0]) + "\n")
     spec = yaml.safe_load(card.read_text())
     spec["columns"]["split"] = "split"
+    spec["split"] = {"require_every_class": True}  # the default trains and reports it not evaluated
     card.write_text(yaml.safe_dump(spec))
     cfg = make_cfg("recipe=pathology", f"data.card={card}", "tower.image.size=32", *FAST)
     with pytest.raises(CardError, match=r"test: \['tumour'\]"):

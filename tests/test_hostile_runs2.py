@@ -5,8 +5,6 @@ split trains and reports that class as not evaluated."""
 from __future__ import annotations
 
 import json
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +19,11 @@ from domainclip.core.fileio import WriteError
 from domainclip.pipeline.run import run
 
 FAST = ["trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval.bootstrap=0"]
-CANARY = "QZFILECANARY"
+CANARY, GROUP_CANARY = "QZFILECANARY", "QZGROUPCANARY"
 
 
 def collection(root: Path, classes: dict[str, int], per_group: int = 2, names=None, extra=None,
-               split_of=None) -> Path:
+               split_of=None, group_prefix: str = "") -> Path:
     """Tiles of ``classes`` (class -> number of patients, ``per_group`` tiles each), coloured by
     class so that a model can learn them; ``names`` maps a tile index to a file name, ``split_of``
     a patient id to its split (a split column)."""
@@ -37,7 +35,7 @@ def collection(root: Path, classes: dict[str, int], per_group: int = 2, names=No
                 tile = np.clip(rng.normal(40 + 60 * k, 20, (24, 24, 3)), 0, 255).astype(np.uint8)
                 file = (names or {}).get(i, f"t{i:03d}.png")
                 Image.fromarray(tile).save(root / file)
-                rows.append({"path": file, "label": name, "patient": f"{name}-{g}", **(extra or {}),
+                rows.append({"path": file, "label": name, "patient": f"{group_prefix}{name}-{g}", **(extra or {}),
                              **({"split": split_of(f"{name}-{g}")} if split_of else {})})
                 i += 1
     header = list(rows[0])
@@ -63,12 +61,13 @@ def test_a_canary_in_file_names_reaches_no_cache_no_record_and_no_bundle(tmp_pat
     root = tmp_path / "data"
     root.mkdir()
     names = {i: f"{CANARY}_{i}.png" for i in (0, 5, 9)}  # clinical exports name files by patient
-    card = collection(root, {"benign": 6, "tumour": 6}, names=names, extra={"patient_name": CANARY})
+    card = collection(root, {"benign": 6, "tumour": 6}, names=names, extra={"patient_name": CANARY},
+                      group_prefix=GROUP_CANARY)  # group ids are identifiers too
     edit(card, lambda spec: spec.update(phi={"columns": ["patient_name"]}))
     cfg = make_cfg("recipe=pathology", f"data.card={card}", *tiny_tower, *FAST)
     result = run(cfg)
-    leaks = [p for p in [*Path(cfg.run_dir).rglob("*"), _cache / "file_hashes.json"]
-             if p.is_file() and CANARY.lower().encode() in p.read_bytes().lower()]
+    leaks = [p for p in [*Path(cfg.run_dir).rglob("*"), _cache / "file_hashes.json"] if p.is_file()
+             and any(c.lower().encode() in p.read_bytes().lower() for c in (CANARY, GROUP_CANARY))]
     assert leaks == []
     data = json.loads((Path(cfg.run_dir) / "capsule" / "data.json").read_text())
     assert sum(k.startswith("phi-") for k in data["files"]) == 3 and "t001.png" in data["files"]
@@ -82,16 +81,6 @@ def test_a_canary_in_file_names_reaches_no_cache_no_record_and_no_bundle(tmp_pat
 
 
 # ----- files written whole ------------------------------------------------------------------------
-@pytest.fixture
-def small_file_limit():
-    """Writes past 20 KB fail with EFBIG, as on a full disk (the signal is ignored, the error raised)."""
-    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    yield lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 10, old_limit[1]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-    signal.signal(signal.SIGXFSZ, old_handler)
-
-
 def test_a_full_disk_during_the_report_leaves_no_truncated_file_and_names_it(tmp_path, small_file_limit):
     from domainclip.evaluation import figures
 
@@ -101,7 +90,7 @@ def test_a_full_disk_during_the_report_leaves_no_truncated_file_and_names_it(tmp
                           for k in range(4)}}
     figures.decision_curves(tmp_path / "before.png", curves)
     assert (tmp_path / "before.png").stat().st_size > 20 << 10  # over the limit set below
-    small_file_limit()
+    small_file_limit(20 << 10)
     with pytest.raises(WriteError, match=r"cannot write .*decision_curves.png: the disk is full") as err:
         figures.decision_curves(tmp_path / "decision_curves.png", curves)
     assert "\n" not in str(err.value)
@@ -115,17 +104,12 @@ def test_resume_into_a_run_of_another_rank_is_one_line(tmp_path, make_cfg, tiny_
 
     common = ["recipe=pathology", *tiny_tower, "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
               "export.enabled=false", "eval.bootstrap=0"]
-    run(make_cfg(*common, "method.r=4"))
+    adapt(adaptation(setup(make_cfg(*common, "method.r=4"))))  # trains and checkpoints; no evaluation
     parts = setup(make_cfg(*common, "method.r=8", "trainer.resume=auto"))
     with pytest.raises(ConfigError, match=r"was written by a run with other settings: tensor '.*lora_A.*' is "
                                           r"\(4, 32\) there and \(8, 32\) here") as err:
         adapt(adaptation(parts))
     assert "\n" not in str(err.value)
-
-
-def evaluate_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "domainclip.evaluate", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -134,14 +118,27 @@ def evaluate_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["bundle=b", "card=c", "out=FILE"], "is an existing file; name a folder"),
     (["bundle=b"], "missing ['card']"),
 ])
-def test_evaluator_arguments_are_checked_before_any_work(tmp_path, args, needle):
+def test_evaluator_arguments_are_checked_before_any_work(tmp_path, args, needle, capsys):
+    from domainclip.evaluate import main
+
     (tmp_path / "FILE").write_text("keep me")
-    proc = evaluate_cli(*[a.replace("FILE", str(tmp_path / "FILE")) for a in args], cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0]
-    assert (tmp_path / "FILE").read_text() == "keep me"
-    assert evaluate_cli("--help").returncode == 0
+    assert main([a.replace("FILE", str(tmp_path / "FILE")) for a in args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert (tmp_path / "FILE").read_text() == "keep me"  # nothing evaluated, nothing written
+
+
+def test_evaluator_help_and_a_loose_argument_from_a_fresh_interpreter(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "domainclip.evaluate", *args], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    assert cli("--help").returncode == 0
+    proc = cli("BUNDLE", "card=x.yaml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: arguments are key=value, got ['BUNDLE']; e.g. bundle=BUNDLE. usage: python -m domainclip.evaluate "
+        "bundle=PATH card=PATH [split=test|val|train|all] [out=DIR] [base=DIR]"]
 
 
 # ----- a class too rare for every split ---------------------------------------------------------------
