@@ -18,6 +18,8 @@ SENTENCES = [
     "CT, lung window: a 12 mm spiculated nodule in the right upper lobe; follow-up ≥ 3 months.",
     "Sentinel node: isolated tumour cells, 0.2 µm… no macrometastasis!",
     "  Whitespace\tand\nnewlines   collapse.  ",
+    "Crohn’s disease with “skip lesions”; ﬁbrosis on ＣＴ, Crohnâ€™s again.",  # word-processor text
+
     " ".join(["diffuse large B-cell lymphoma with high-grade features"] * 12),  # longer than the context
 ]
 FAMILIES = ["clip", "timm_hf", "coca"]

@@ -9,6 +9,7 @@ import html
 from functools import lru_cache
 from pathlib import Path
 
+import ftfy
 import torch
 
 from domainclip.core.errors import ConfigError
@@ -20,9 +21,11 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 
 
 def basic_clean(text: str) -> str:
-    """open_clip's cleaning: HTML entities unescaped (twice), whitespace runs to one space. (open_clip
-    also runs ftfy's mojibake repair first; text that is not mojibake is unchanged by it.)"""
-    return " ".join(html.unescape(html.unescape(text)).split())
+    """open_clip's cleaning: ``ftfy.fix_text`` (mojibake repaired, and typographic quotes and
+    apostrophes, ligatures and full-width characters made plain, as reports typed in word
+    processors need: "Crohn’s" tokenises as "Crohn's"), HTML entities unescaped twice, whitespace
+    runs to one space."""
+    return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
 
 
 @lru_cache(maxsize=1)
