@@ -239,6 +239,9 @@ def test_tensor_inputs_are_validated(predictor, call, monkeypatch):
         fn(good[0])
     out = fn(good)
     assert len(out) == 2
+    if call in ("predict", "explain"):  # (C, H, W) arrays are read as such: checked the same way
+        with pytest.raises(InputError, match=r"input array of shape \(3, 8, 8\)"):
+            fn([nan[1, :, :8, :8].numpy()])
     if call == "raw_logits":
         return
     empty = fn([])

@@ -137,6 +137,9 @@ class Predictor:
             arr, meta = read(item, reader=reader, min_side=min_side_for(self.preprocess.size), **options)
         else:
             arr, meta = np.asarray(item, dtype=np.float32), {"units": self.units}
+            if arr.ndim not in (2, 3) or arr.size == 0 or not np.isfinite(arr).all():
+                raise InputError(f"input array of shape {arr.shape}: pass a non-empty (C, H, W) or (H, W) array of "
+                                 "finite values in the bundle's units")
         return model_input(arr, meta, self.domain, self.preprocess)
 
     def _pre_cut_tile(self, item) -> bool:
