@@ -89,7 +89,7 @@ def received_config_error(argv: list[str]) -> str | None:
     if folder is None:
         return None
     try:
-        check_received_dir(Path(folder), hydra_flag(argv, "--config-name", "-cn") or "config")
+        check_received_dir(Path(folder), hydra_flag(argv, "--config-name", "-cn") or "config", argv)
     except USER_ERRORS as exc:
         return one_line(exc)
     return None

@@ -287,6 +287,14 @@ def test_reproduce_yaml_naming_code_is_refused_before_hydra(copy, tmp_path):  # 
     assert not hook.exists() and not (tmp_path / "outputs").exists()
 
 
+def test_reproduce_from_inside_the_bundle_is_refused_before_writing(copy, tmp_path):  # noqa: F811
+    before = sorted(p.name for p in copy.rglob("*"))
+    one_line(reproduce(copy, copy), "inside", "run it from a directory outside the bundle")
+    one_line(reproduce(copy, tmp_path, f"hydra.run.dir={copy / 'rerun'}"), "inside")
+    assert sorted(p.name for p in copy.rglob("*")) == before
+    domainclip.load_bundle(copy)  # still whole
+
+
 def test_tampered_reproduce_yaml_fails_its_checksum(copy, tmp_path):  # noqa: F811
     with open(copy / "reproduce.yaml", "a") as fh:
         fh.write("seed: 7\n")

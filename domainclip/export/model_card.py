@@ -133,8 +133,9 @@ Captions derive from class labels, so the text side encodes the label set, not f
 Demo data cards contain synthetic images and say so.
 
 ## How to reproduce (CLAIM 43; TRIPOD+AI 18)
-The resolved config is `reproduce.yaml` and the data card `data_card.yaml` in this bundle; from
-the bundle's directory (BUNDLE_DIR), with the data card's files in place:
+The resolved config is `reproduce.yaml` and the data card `data_card.yaml` in this bundle
+(BUNDLE_DIR). From a working directory outside the bundle (the rerun writes `outputs/` there; it
+never writes inside the bundle), with the data card's files in place:
 ```
 {meta['reproduce']}
 ```

@@ -69,15 +69,17 @@ def is_received(folder: Path) -> bool:
     return folder.name == "capsule" or any((folder / m).is_file() for m in RECEIVED_MARKERS)
 
 
-def check_received_dir(folder: Path, config_name: str) -> None:
+def check_received_dir(folder: Path, config_name: str, argv: list[str] = ()) -> None:
     """For ``--config-dir FOLDER --config-name NAME``: when FOLDER is a bundle, its files must
     match ``SHA256SUMS``; when it is a bundle or capsule, the config must pass
-    :func:`check_received_config`. Any other folder is the user's own."""
+    :func:`check_received_config` and the run must write outside it (``argv``: the command line).
+    Any other folder is the user's own."""
     from domainclip.export.loader import verify_sums
 
     folder = Path(folder)
     if not is_received(folder):
         return
+    check_output_outside(folder, list(argv))
     if (folder / "SHA256SUMS").is_file() or (folder / "metadata.json").is_file():
         verify_sums(folder)
     name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
@@ -85,6 +87,18 @@ def check_received_dir(folder: Path, config_name: str) -> None:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config in {folder}")
     check_received_config(path)
+
+
+def check_output_outside(folder: Path, argv: list[str]) -> None:
+    """A run from a received folder writes its outputs outside it: Hydra's run directory (the
+    ``hydra.run.dir=`` override, else ``outputs/`` under the working directory) may not lie inside
+    the bundle or capsule, which would then fail its checksums."""
+    folder = Path(folder).resolve()
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+    target = Path(given or "outputs").resolve()
+    if target == folder or folder in target.parents:
+        raise ConfigError(f"this rerun would write {target} inside {folder}; run it from a directory outside the "
+                          "bundle (cd elsewhere), or pass hydra.run.dir=DIR outside it")
 
 
 def hydra_flag(argv: list[str], long: str, short: str) -> str | None:
