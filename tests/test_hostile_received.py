@@ -173,6 +173,13 @@ def test_every_number_the_loader_uses_is_checked(copy, dotted, value, match):  #
     assert "\n" not in str(err.value)
 
 
+def test_look_alike_class_names_in_a_bundle_are_refused(copy):  # noqa: F811
+    edit_metadata(copy, lambda m: m.update(classes=[m["classes"][0], m["classes"][0].upper() + "\u200b",
+                                                    *m["classes"][2:]]))
+    with pytest.raises(BundleError, match="differ only by case, spacing or invisible characters"):
+        domainclip.load_bundle(copy)
+
+
 def test_mean_for_another_channel_count_is_refused(copy):  # noqa: F811
     edit_metadata(copy, lambda m: m["preprocessing"].update(mean=[0.5] * 4, std=[0.5] * 4))
     with pytest.raises(BundleError, match="preprocessing.mean has 4 values for a tower with 3 input channels"):

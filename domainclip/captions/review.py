@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
+from domainclip.core.fileio import atomic_write_text
 from domainclip.core.paths import cache_dir
 
 TRUE = {"1", "true", "yes", "y", "x", "approved"}
@@ -34,13 +36,14 @@ def export_review(bank, class_names: list[str], out: Path, approved: set[str] | 
         for r in prompts:
             label_of.setdefault(r, class_names[k])
     unique = list(dict.fromkeys(rows))
-    with Path(out).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["class", "caption", "source", "approved"])
-        for r in unique:
-            text = bank.texts[r]
-            cls = label_of.get(r) or next((c for c in class_names if c.replace("_", " ").lower() in text.lower()), "")
-            w.writerow([cls, text, bank.provenance[r]["source"], "yes" if approved and text in approved else ""])
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(["class", "caption", "source", "approved"])
+    for r in unique:
+        text = bank.texts[r]
+        cls = label_of.get(r) or next((c for c in class_names if c.replace("_", " ").lower() in text.lower()), "")
+        w.writerow([cls, text, bank.provenance[r]["source"], "yes" if approved and text in approved else ""])
+    atomic_write_text(Path(out), buffer.getvalue())  # whole or not at all
     return len(unique)
 
 
@@ -54,5 +57,5 @@ def import_review(card_name: str, csv_path: Path) -> tuple[int, int]:
     approved = sorted({r["caption"] for r in rows if str(r["approved"]).strip().lower() in TRUE})
     store = review_store(card_name)
     store.parent.mkdir(parents=True, exist_ok=True)
-    store.write_text(json.dumps({"card": card_name, "approved": approved}, indent=1))
+    atomic_write_text(store, json.dumps({"card": card_name, "approved": approved}, indent=1))
     return len(approved), len(rows)

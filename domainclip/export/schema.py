@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domainclip.core.errors import BundleError
+from domainclip.core.names import colliding
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("metadata.schema.json")
@@ -126,6 +127,14 @@ class BundleMetadata(_Open):
     files: list[str]
     versions: dict[str, str]
     eval_settings: EvalInfo | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: list[str]) -> list[str]:
+        clashes = colliding(v)
+        if clashes:
+            raise ValueError(f"class names {clashes} differ only by case, spacing or invisible characters")
+        return v
 
     @model_validator(mode="after")
     def _calibration_numbers(self) -> "BundleMetadata":

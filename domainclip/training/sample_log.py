@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from domainclip.core.fileio import atomic_write_text
+
 
 class SampleLog(pl.Callback):
     """Append the consumed sample ids of every training batch to ``dirpath/rank{R}.jsonl``."""
@@ -26,7 +28,7 @@ class SampleLog(pl.Callback):
         if path.is_file():
             kept = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= trainer.global_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            atomic_write_text(path, "".join(line + "\n" for line in kept))  # a resume's trim: whole or not at all
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         ids = batch["index"]
