@@ -22,7 +22,8 @@ def require_regular_file(path: Path) -> None:
     try:
         mode = Path(path).stat().st_mode
     except FileNotFoundError:
-        raise ReadError(path, "open", "file does not exist", "check the manifest path and the card's root") from None
+        raise ReadError(path, "open", "file does not exist",
+                        "check the path (for a data card: its manifest entry and the card's root)") from None
     if not stat.S_ISREG(mode):
         kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
                 else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
