@@ -82,7 +82,7 @@ def launch(mode: str, tiny_clip_dir, out) -> list[int]:
     return [p.exitcode for p in procs]
 
 
-@pytest.mark.timeout(300)  # a hang guard: >= 10x the test's duration on a slow 2-core machine
+@pytest.mark.timeout(900)  # a hang guard, not a deadline: > 30x the test's duration on a slow 2-core machine
 def test_skip_skips_the_step_on_both_ranks(tiny_clip_dir, tmp_path):
     assert launch("skip", tiny_clip_dir, tmp_path) == [0, 0]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -95,7 +95,7 @@ def test_skip_skips_the_step_on_both_ranks(tiny_clip_dir, tmp_path):
     assert any(e["ids"] == list(range(4 * POISONED_STEP, 4 * POISONED_STEP + 4)) for e in logged)
 
 
-@pytest.mark.timeout(300)  # a hang guard: >= 10x the test's duration on a slow 2-core machine
+@pytest.mark.timeout(900)  # a hang guard, not a deadline: > 30x the test's duration on a slow 2-core machine
 def test_halt_stops_both_ranks(tiny_clip_dir, tmp_path):
     codes = launch("halt", tiny_clip_dir, tmp_path)
     assert all(c != 0 for c in codes), codes

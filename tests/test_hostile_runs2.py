@@ -80,6 +80,22 @@ def test_a_canary_in_file_names_reaches_no_cache_no_record_and_no_bundle(tmp_pat
     assert len(check_data(cfg.run_dir)) == 1
 
 
+def test_the_indexed_identifier_matcher_equals_scanning_every_value():
+    from domainclip.data.identifiers import PHI_PATTERNS, IdentifierMatcher, identifier_pattern, norm
+
+    values = ["ZEBULON^CANARY", "canary", "^lead", "x-ray 7", "P1-2", "Doe_John", "...", "abc.def", "1.2.840.99"]
+    texts = ["scans/zebulon^canary_01.png", "canaryx.png", "a/^lead/b.dcm", "x-ray 7.tif", "p1-23.png", "p1-2.png",
+             "DOE JOHN.dcm", "doe_johnny.dcm", "....png", "abc.def.png", "abc.defg", "t001.png", "2024-01-05.png"]
+
+    def scan(text):  # every value, one by one, as the bundle audit does
+        return (any(norm(v) and identifier_pattern(v).search(norm(text)) for v in values)
+                or any(p.search(text) for p in PHI_PATTERNS.values()))
+
+    matcher = IdentifierMatcher(values)
+    assert [matcher(t) for t in texts] == [scan(t) for t in texts]
+    assert sum(map(matcher, texts)) == 8 and not matcher("t001.png") and not matcher("canaryx.png")
+
+
 # ----- files written whole ------------------------------------------------------------------------
 def test_a_full_disk_during_the_report_leaves_no_truncated_file_and_names_it(tmp_path, small_file_limit):
     from domainclip.evaluation import figures

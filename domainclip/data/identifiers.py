@@ -32,12 +32,30 @@ def identifier_pattern(value: str) -> re.Pattern:
     return re.compile(r"(?<![a-z0-9])" + re.escape(norm(value)) + r"(?![a-z0-9])")
 
 
-def names_identifier(text: str, identifiers: dict[str, str]) -> bool:
-    """Whether ``text`` (a file path, a group id) holds one of ``identifiers`` as a whole word, or
-    a generic PHI pattern (a date, a record number, a UID, an e-mail, a phone number)."""
-    low = norm(text)
-    return (any(norm(v) and identifier_pattern(v).search(low) for v in identifiers)
-            or any(p.search(text) for p in PHI_PATTERNS.values()))
+WORD = re.compile(r"[a-z0-9]+")
+
+
+class IdentifierMatcher:
+    """Whether a text (a file path, a group id) holds one of the data's identifying values as a
+    whole word, or a generic PHI pattern (a date, a record number, a UID, an e-mail, a phone
+    number). A collection has thousands of values (a UID per DICOM file), so each value is indexed
+    by its first alphanumeric word, which a whole-word match always shows as a word of the text:
+    only the values whose first word a text contains are matched exactly."""
+
+    def __init__(self, identifiers):
+        self._by_word: dict[str, list[re.Pattern]] = {}
+        self._without_words: list[re.Pattern] = []
+        for value in identifiers:
+            normed = norm(value)
+            if normed:
+                words = WORD.findall(normed)
+                bucket = self._by_word.setdefault(words[0], []) if words else self._without_words
+                bucket.append(identifier_pattern(value))
+
+    def __call__(self, text: str) -> bool:
+        low = norm(text)
+        candidates = [p for w in set(WORD.findall(low)) for p in self._by_word.get(w, ())] + self._without_words
+        return any(p.search(low) for p in candidates) or any(p.search(text) for p in PHI_PATTERNS.values())
 
 
 PSEUDONYM = "phi-"  # what a run-level record writes in place of a path naming an identifier
@@ -48,16 +66,16 @@ def pseudonym(rel: str) -> str:
     return PSEUDONYM + hashlib.sha256(rel.encode()).hexdigest()[:24]
 
 
-def recorded_path(path, root, identifiers: dict[str, str]) -> str:
+def recorded_path(path, root: Path, identifying: IdentifierMatcher) -> str:
     """``path`` as run-level records (capsule, metrics.json, quarantine.jsonl) write it: relative to
-    the card's ``root``, and replaced by its :func:`pseudonym` when it holds one of the data's
-    identifying values (a patient name in a file name, as clinical exports often write) or a
-    generic PHI pattern (dates, record numbers)."""
+    the card's resolved ``root``, and replaced by its :func:`pseudonym` when ``identifying`` finds
+    an identifying value in it (a patient name in a file name, as clinical exports often write)
+    or a generic PHI pattern (dates, record numbers)."""
     try:
         rel = Path(path).relative_to(root).as_posix()
     except ValueError:
         rel = Path(path).name  # outside the root (never for card records): keep the name only
-    return pseudonym(rel) if names_identifier(rel, identifiers) else rel
+    return pseudonym(rel) if identifying(rel) else rel
 
 
 def controlled_vocabulary() -> set[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from domainclip.cards.manifest import Record
 from domainclip.core.errors import DomainClipError, ReadError
 from domainclip.core.fileio import atomic_write_text
-from domainclip.data.identifiers import recorded_path
+from domainclip.data.identifiers import IdentifierMatcher, recorded_path
 from domainclip.readers import read_record
 
 ON_ERROR = ("fail", "skip")
@@ -50,9 +50,9 @@ def apply_policy(splits: dict[str, list[Record]], reader: str, options: dict, on
 def recorded_quarantine(quarantine: list[dict], root, identifiers: dict[str, str]) -> list[dict]:
     """The quarantine as run-level records hold it: each path relative to the card's root (or its
     pseudonym where it names an identifier), in the entry and in its error text."""
-    out = []
+    out, identifying, root = [], IdentifierMatcher(identifiers), Path(root).resolve()
     for q in quarantine:
-        shown = recorded_path(q["path"], Path(root).resolve(), identifiers)
+        shown = recorded_path(q["path"], root, identifying)
         out.append({k: (str(v).replace(str(q["path"]), shown) if isinstance(v, str) else v) for k, v in q.items()})
     return out
 

@@ -9,6 +9,8 @@ from torchmetrics.functional.classification import (
     multilabel_auroc,
 )
 
+from domainclip.evaluation.scores import evaluated_classes
+
 
 def multilabel_metrics(logits: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
     """Multi-label: top-1 is the share of images whose best class is one of their labels."""
@@ -44,9 +46,9 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, class_na
         out["macro_auroc"] = float(multiclass_auroc(probs, targets, num_classes=k, average="macro"))
     else:
         absent = [c for i, c in enumerate(class_names) if not bool((targets == i).any())]
-        present = [i for i, c in enumerate(class_names) if c not in absent]
+        present = evaluated_classes(targets.numpy(), k)
         out["undefined"] = {"recall_per_class": f"recall of {absent} is 0 by convention: no sample"}
-        if len(present) > 1:  # a small collection left a class out of this split: macro over the rest
+        if present:  # a small collection left a class out of this split: macro over the rest
             per_class_auroc = multiclass_auroc(probs, targets, num_classes=k, average="none")
             out["macro_auroc"] = float(per_class_auroc[present].mean())
             out["macro_over"] = [class_names[i] for i in present]

@@ -102,13 +102,14 @@ def read_metadata(bundle: Path) -> dict:
 
 def check_loaded(bundle: Path, meta: dict, model) -> None:
     """What the schema cannot see until the model exists: one preprocessing mean and std per
-    input channel of the tower (or one for all), and finite weights everywhere (a NaN in
-    ``heads.safetensors`` or an adapter file would make every probability NaN)."""
+    input channel of the tower (or one for all), and finite values in every tensor the bundle
+    supplied (heads, adapters, prompts: ``trainable_state``; a NaN there would make every
+    probability NaN). The base weights are the user's own, checked by their digest."""
     channels = len(model.tower.preprocess.mean)
     given = len(meta["preprocessing"]["mean"])
     if model.input_adapter is None and given not in (1, channels):
         raise BundleError(f"{bundle}/metadata.json: preprocessing.mean has {given} values for a tower with {channels} "
                           "input channels; re-export the bundle")
-    for name, tensor in model.state_dict().items():
+    for name, tensor in model.trainable_state().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise BundleError(f"{bundle}: tensor '{name}' holds NaN or infinite values; re-export the bundle")

@@ -121,8 +121,9 @@ class Predictor:
         return x
 
     def _is_empty(self, images) -> bool:
-        """An empty batch (a (0, C, S, S) tensor or an empty list), after checking a tensor's shape."""
-        if isinstance(images, torch.Tensor):
+        """An empty batch: an empty list, or a (0, C, S, S) tensor (its shape checked here; a
+        non-empty tensor is checked once, where it is scored)."""
+        if isinstance(images, torch.Tensor) and images.numel() == 0:
             self.checked_tensor(images)
         return len(images) == 0
 

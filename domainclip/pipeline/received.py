@@ -22,7 +22,7 @@ RECEIVED_MARKERS = ("SHA256SUMS", "metadata.json")  # a folder holding these is 
 FORBIDDEN_TOP = ("hydra", "defaults")  # logging/callback factories and config includes
 
 
-def _targets(node, found: list[str], where: str = "") -> list[str]:
+def _targets(node, found: list[tuple[str, object]], where: str = "") -> list[tuple[str, object]]:
     """Every ``_target_`` value under ``node`` (with the key path that holds it)."""
     if isinstance(node, dict):
         for key, value in node.items():
@@ -63,10 +63,14 @@ def check_received_config(path: Path) -> None:
                               "line if you trust it")
 
 
+def is_bundle(folder: Path) -> bool:
+    """A folder holding ``SHA256SUMS`` or ``metadata.json``."""
+    return any((Path(folder) / m).is_file() for m in RECEIVED_MARKERS)
+
+
 def is_received(folder: Path) -> bool:
-    """A bundle (``SHA256SUMS`` / ``metadata.json``) or a run capsule folder."""
-    folder = Path(folder)
-    return folder.name == "capsule" or any((folder / m).is_file() for m in RECEIVED_MARKERS)
+    """A bundle or a run capsule folder."""
+    return Path(folder).name == "capsule" or is_bundle(folder)
 
 
 def check_received_dir(folder: Path, config_name: str, argv: list[str] = ()) -> None:
@@ -80,7 +84,7 @@ def check_received_dir(folder: Path, config_name: str, argv: list[str] = ()) -> 
     if not is_received(folder):
         return
     check_output_outside(folder, list(argv))
-    if (folder / "SHA256SUMS").is_file() or (folder / "metadata.json").is_file():
+    if is_bundle(folder):
         verify_sums(folder)
     name = config_name if config_name.endswith((".yaml", ".yml")) else f"{config_name}.yaml"
     path = folder / name

@@ -26,7 +26,7 @@ def _load_rgb(path: Path, mode: str = "RGB", min_side: int | None = None,
         size = img.size
         check_declared(path, "size", {"columns": size[0], "rows": size[1]}, max_pixels)
         if img.mode in HIGH_DEPTH_MODES:
-            return _high_depth(img, path, min_side, window)
+            return _high_depth(img, min_side, window)
         k = reduction_factor((size[1], size[0]), min_side)
         if k > 1 and img.format == "JPEG":
             img.draft(mode, (size[0] // k, size[1] // k))  # DCT-domain scaling: decodes less
@@ -40,7 +40,7 @@ def _load_rgb(path: Path, mode: str = "RGB", min_side: int | None = None,
     return np.ascontiguousarray(arr, dtype=np.float32), meta
 
 
-def _high_depth(img, path: Path, min_side: int | None, window) -> tuple[np.ndarray, dict]:
+def _high_depth(img, min_side: int | None, window) -> tuple[np.ndarray, dict]:
     """A grey image deeper than 8 bits as (1, H, W) float32 at full depth (never through Pillow's
     8-bit conversion, which clips 0..4095 to 0..255)."""
     arr = np.asarray(img).astype(np.float32)

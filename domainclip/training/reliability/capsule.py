@@ -29,19 +29,19 @@ from omegaconf import DictConfig, OmegaConf
 from domainclip.core.fileio import atomic_write_text
 from domainclip.core.hash_cache import HashCache
 from domainclip.core.paths import REPO_DIR
-from domainclip.data.identifiers import PSEUDONYM, pseudonym, recorded_path
+from domainclip.data.identifiers import PSEUDONYM, IdentifierMatcher, pseudonym, recorded_path
 
 
 def data_fingerprint(data, hashes: HashCache | None = None, identifiers: dict[str, str] | None = None) -> dict:
     """Per-file SHA-256 (paths relative to the card root, pseudonymised where they name an
     identifier), the manifest digest and the split hash."""
     hashes = hashes or HashCache()
-    identifiers = identifiers or {}
+    identifying, root = IdentifierMatcher(identifiers or {}), Path(data.root).resolve()
     files = {"card": {"path": str(data.path), "sha256": hashes.sha256(data.path)}}
     entries = {}
     for split, records in data.splits.items():
         for rec in records:
-            rel = recorded_path(rec.path, Path(data.root).resolve(), identifiers)
+            rel = recorded_path(rec.path, root, identifying)
             entries[rel] = {"sha256": hashes.sha256(rec.path), "split": split}
     hashes.save()
     manifest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in sorted(entries.items())}).encode()).hexdigest()
